@@ -1,0 +1,68 @@
+# om-teach: every target sets up .venv first when it is missing or out of date.
+#   make lab      set up, then open the course in JupyterLab
+#   make test     set up, then run ruff, the unit tests and every notebook (nbval)
+#   make course   set up, then run every ready notebook headless and print its time and memory
+#   make bench    set up, then run the benchmarks and write build/bench.md
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.om-teach-installed
+JOBS   ?= 2
+
+# torch goes in first, as the CPU build, so that no later install pulls a multi-GB CUDA build.
+TORCH_VERSION := 2.13.0
+ifeq ($(shell uname -s),Linux)
+TORCH_SPEC := torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
+else
+TORCH_SPEC := torch==$(TORCH_VERSION)
+endif
+# Hide pip's notes about index locations that hold no copy of a package, and setuptools'
+# banner about editable installs; pipefail keeps pip's own exit status.
+QUIET := 2>&1 | sed -e '/^WARNING: Location/d' -e '/BuildBackendWarning/,/!!$$/d'
+
+.PHONY: setup lab test lint unit notebooks course bench constraints doctor clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Setting up $(VENV) (first time: about 2 minutes)"
+	@$(BIN)/python -m pip install -q --upgrade pip $(QUIET)
+	@$(BIN)/python -m pip install -q $(TORCH_SPEC) $(QUIET)
+	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' $(QUIET)
+	@$(BIN)/python -c "import torch, om_teach; assert '+cu' not in torch.__version__, torch.__version__"
+	@$(BIN)/python -m ipykernel install --user --name om-teach --display-name "Python (om-teach)" >/dev/null
+	@touch $@
+
+lab: $(STAMP)
+	$(BIN)/om-teach lab
+
+test: lint unit notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check om_teach tests notebooks
+	$(BIN)/ruff format --check om_teach tests
+
+unit: $(STAMP)
+	$(BIN)/pytest -n $(JOBS) tests
+
+notebooks: $(STAMP)
+	$(BIN)/pytest -n $(JOBS) --dist loadfile --nbval-lax notebooks
+
+course: $(STAMP)
+	$(BIN)/om-teach course run
+
+doctor: $(STAMP)
+	$(BIN)/om-teach doctor
+
+constraints: $(STAMP)
+	@{ echo "# Versions known to work together (betas included), measured on Python 3.11."; \
+	   echo "# The setup installs with -c constraints.txt. Regenerate: make constraints"; \
+	   $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,1 @@
+"""om-teach: a course in privacy-preserving machine learning."""

@@ -1,0 +1,1 @@
+"""Privacy protections: generalization to k-anonymity now; differential privacy later."""
