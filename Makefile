@@ -13,6 +13,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.om-teach-installed
 JOBS   ?= 2
 
+# Kernels come from this venv, even where a user-wide "python3" kernel exists.
+export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
+
 # torch goes in first, as the CPU build, so that no later install pulls a multi-GB CUDA build.
 TORCH_VERSION := 2.13.0
 ifeq ($(shell uname -s),Linux)
