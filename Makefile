@@ -17,11 +17,12 @@ JOBS   ?= 2
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
 # torch goes in first, as the CPU build, so that no later install pulls a multi-GB CUDA build.
+# Only torch itself comes from the CPU index (--no-deps); what it needs comes with the package.
 TORCH_VERSION := 2.13.0
 ifeq ($(shell uname -s),Linux)
-TORCH_SPEC := torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_SPEC := --no-deps torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
 else
-TORCH_SPEC := torch==$(TORCH_VERSION)
+TORCH_SPEC := --no-deps torch==$(TORCH_VERSION)
 endif
 # Hide pip's notes about index locations that hold no copy of a package, and setuptools'
 # banner about editable installs; pipefail keeps pip's own exit status.
