@@ -24,9 +24,9 @@ TORCH_SPEC := --no-deps torch==$(TORCH_VERSION)+cpu --extra-index-url https://do
 else
 TORCH_SPEC := --no-deps torch==$(TORCH_VERSION)
 endif
-# Hide pip's notes about index locations that hold no copy of a package, and setuptools'
-# banner about editable installs; pipefail keeps pip's own exit status.
-QUIET := 2>&1 | sed -e '/^WARNING: Location/d' -e '/BuildBackendWarning/,/!!$$/d'
+# Hide pip's notes about index locations that hold no copy of a package; pipefail keeps pip's
+# own exit status.
+QUIET := 2>&1 | sed -e '/^WARNING: Location/d'
 
 .PHONY: setup lab test lint unit notebooks course bench constraints doctor clean
 
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (first time: about 2 minutes)"
 	@$(BIN)/python -m pip install -q --upgrade pip $(QUIET)
 	@$(BIN)/python -m pip install -q $(TORCH_SPEC) $(QUIET)
-	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' $(QUIET)
+	@PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' $(QUIET)
 	@$(BIN)/python -c "import torch, om_teach; assert '+cu' not in torch.__version__, torch.__version__"
 	@$(BIN)/python -m ipykernel install --user --name om-teach --display-name "Python (om-teach)" >/dev/null
 	@touch $@

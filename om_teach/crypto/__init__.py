@@ -1,0 +1,1 @@
+"""Cryptographic protocols of the course: Paillier vectors, secret sharing, SMPC, secure aggregation."""
