@@ -48,8 +48,8 @@ lab: $(STAMP)
 test: lint unit notebooks
 
 lint: $(STAMP)
-	$(BIN)/ruff check om_teach tests notebooks
-	$(BIN)/ruff format --check om_teach tests
+	$(BIN)/ruff check om_teach tests notebooks benchmarks
+	$(BIN)/ruff format --check om_teach tests benchmarks
 
 unit: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) tests
@@ -59,6 +59,11 @@ notebooks: $(STAMP)
 
 course: $(STAMP)
 	$(BIN)/om-teach course run
+
+bench: $(STAMP)
+	@mkdir -p build
+	@for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done | tee build/bench.md
+	@echo "Wrote build/bench.md"
 
 doctor: $(STAMP)
 	$(BIN)/om-teach doctor
