@@ -17,6 +17,8 @@ def _lab(args: argparse.Namespace) -> int:
     """Open JupyterLab at the course's start page."""
     root = syllabus_mod.repo_root()
     command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}", START_PAGE]
+    if os.geteuid() == 0:  # containers and CI machines run as root; Jupyter refuses without this
+        command.append("--allow-root")
     os.chdir(root)
     os.execv(sys.executable, command + list(args.jupyter_args))
     return 0  # not reached: exec replaces this process
@@ -62,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="om-teach", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    lab = commands.add_parser("lab", help="open the course in JupyterLab")
-    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    lab = commands.add_parser(
+        "lab", help="open the course in JupyterLab (other options go to jupyter lab)"
+    )
     lab.set_defaults(func=_lab)
 
     course = commands.add_parser("course", help="list or run the course").add_subparsers(
@@ -86,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``om-teach`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "lab":
+        args.jupyter_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (syllabus_mod.SyllabusError, FileNotFoundError, KeyError, ValueError) as err:
