@@ -16,7 +16,10 @@ from typing import Any
 Judge = Callable[[Any], str | None]
 
 _JUDGES: dict[str, Judge] = {}
-_MODULES = {"welcome": "om_teach.exercises.welcome"}
+_MODULES = {
+    "welcome": "om_teach.exercises.welcome",
+    "toolbox": "om_teach.exercises.toolbox",
+}
 
 
 def exercise(exercise_id: str) -> Callable[[Judge], Judge]:
