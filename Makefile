@@ -28,7 +28,7 @@ endif
 # own exit status.
 QUIET := 2>&1 | sed -e '/^WARNING: Location/d'
 
-.PHONY: setup lab test lint unit notebooks course bench constraints doctor clean
+.PHONY: setup lab test lint unit notebooks course bench constraints doctor clean bubblewrap
 
 setup: $(STAMP)
 
@@ -40,7 +40,16 @@ $(STAMP): pyproject.toml constraints.txt
 	@PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' $(QUIET)
 	@$(BIN)/python -c "import torch, om_teach; assert '+cu' not in torch.__version__, torch.__version__"
 	@$(BIN)/python -m ipykernel install --user --name om-teach --display-name "Python (om-teach)" >/dev/null
+	@command -v bwrap >/dev/null || $(MAKE) --no-print-directory bubblewrap
 	@touch $@
+
+# The exam grader's sandbox. Debian and Ubuntu: installed here when running as root.
+bubblewrap:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing bubblewrap (the exam grader's sandbox)"; \
+		apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	else echo "The exam grader needs bubblewrap: sudo apt-get install bubblewrap"; fi
 
 lab: $(STAMP)
 	$(BIN)/om-teach lab

@@ -1,4 +1,5 @@
-"""The ``om-teach`` command: open the course, list and run it, check the machine."""
+"""The ``om-teach`` command: open the course, run it, take and grade exams, sign and verify
+certificates, and check the machine."""
 
 from __future__ import annotations
 
@@ -50,6 +51,129 @@ def _course_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _exam_check(args: argparse.Namespace) -> int:
+    """Validate a filled-in exam and run its public self-checks, without the key."""
+    from om_teach.grading.check import check, report
+    from om_teach.grading.spec import load_exam
+
+    exam = load_exam(args.exam) if args.exam else None
+    statuses = check(Path(args.notebook), exam)
+    print(report(statuses))
+    return 0 if all(s.defined and s.self_check == "passed" for s in statuses) else 1
+
+
+def _secret(args: argparse.Namespace) -> bytes:
+    """The instructor secret behind each student's seed: --secret-file, else $OM_TEACH_SECRET."""
+    if args.secret_file:
+        return Path(args.secret_file).read_bytes().strip()
+    if os.environ.get("OM_TEACH_SECRET"):
+        return os.environ["OM_TEACH_SECRET"].encode()
+    raise ValueError(
+        "no instructor secret: pass --secret-file FILE or set OM_TEACH_SECRET "
+        "(make one with: python -c 'import secrets; print(secrets.token_hex(32))' > FILE)"
+    )
+
+
+def _grade(args: argparse.Namespace) -> int:
+    """Grade every submission of a roster in the sandbox, into a gradebook."""
+    from om_teach.grading.grader import grade, read_roster
+    from om_teach.grading.key import AnswerKey
+    from om_teach.grading.spec import load_exam
+
+    exam = load_exam(args.exam)
+    key = AnswerKey(exam, args.key)
+    grades = grade(
+        exam,
+        key,
+        read_roster(Path(args.roster)),
+        out=Path(args.out),
+        secret=_secret(args),
+        jobs=args.jobs,
+        regrade=args.regrade,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
+    )
+    print(summary(exam, grades))
+    return 1 if any(g.status == "error" for g in grades) else 0
+
+
+def summary(exam, grades) -> str:
+    """The table printed after a grading run: per student, then per question."""
+    lines = [f"{'student':16} {'status':7} {'points':>8}  result  seconds  flags"]
+    for g in sorted(grades, key=lambda g: g.student_id):
+        result = "-" if g.passed is None else ("pass" if g.passed else "fail")
+        points = f"{g.total:g}/{g.max_total:g}" if g.status == "graded" else "-"
+        flags = "; ".join(g.flags) or (g.error or "")
+        lines.append(
+            f"{g.student_id:16} {g.status:7} {points:>8}  {result:6}  {g.seconds:7.2f}  {flags}"
+        )
+    graded = [g for g in grades if g.status == "graded"]
+    if not grades:
+        lines.append("\nnothing newly graded (already graded under this key: use --regrade)")
+    elif graded:
+        rates = ", ".join(
+            f"{q.id} {sum(g.points.get(q.id, 0) > 0 for g in graded) / len(graded):.0%}"
+            for q in exam.questions
+        )
+        lines.append(f"\n{len(graded)} graded, {len(grades) - len(graded)} errors; solved: {rates}")
+    else:
+        lines.append(
+            f"\n{len(grades)} errors: the grader's machinery failed; they are retried next run"
+        )
+    return "\n".join(lines)
+
+
+def _certify(args: argparse.Namespace) -> int:
+    """Sign a certificate for each passing student of a gradebook, or make the signing key."""
+    from om_teach.grading import certificate
+
+    if args.certify_command is None and not (args.gradebook and args.exam):
+        raise ValueError("certify needs --gradebook and --exam (or the subcommand init-key)")
+    if args.certify_command == "init-key":
+        path = certificate.init_key(Path(args.path) if args.path else None, force=args.force)
+        print(f"signing key: {path} (0600); public key: {path.with_suffix('.pub')}")
+        return 0
+    import datetime
+
+    from om_teach.grading.gradebook import Gradebook
+    from om_teach.grading.spec import load_exam
+
+    exam = load_exam(args.exam)
+    key = certificate.load_signing_key(Path(args.key) if args.key else None)
+    version = syllabus_mod.load().version
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Gradebook(Path(args.gradebook)) as book:
+        passing = [g for g in book.latest(exam.id) if g.status == "graded" and g.passed]
+    for g in passing:
+        cert = certificate.issue(
+            student_id=g.student_id,
+            exam_id=exam.id,
+            exam_title=exam.title,
+            score=g.total,
+            max_score=g.max_total,
+            submission_sha256=g.submission_sha256,
+            course_version=version,
+            issued=datetime.date.today(),
+            signing_key=key,
+        )
+        certificate.save(cert, out / f"{g.student_id}.json")
+    print(f"{len(passing)} certificate(s) written to {out}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Check one certificate against the instructor's public key."""
+    from om_teach.grading import certificate
+
+    try:
+        fields = certificate.verify(Path(args.certificate), Path(args.public_key))
+    except certificate.CertificateError as err:
+        print(f"INVALID: {err}", file=sys.stderr)
+        return 1
+    print(certificate.format_verified(fields))
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     """Check what the course needs on this machine."""
     from om_teach.doctor import report, run_checks
@@ -82,6 +206,43 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (listing, run):
         sub.add_argument("--syllabus", help="a syllabus file (default: course/syllabus.toml)")
 
+    exam = commands.add_parser("exam", help="student tools for exams").add_subparsers(
+        dest="exam_command", required=True
+    )
+    exam_check = exam.add_parser("check", help="validate a filled-in exam and run its self-checks")
+    exam_check.add_argument("notebook")
+    exam_check.add_argument("--exam", help="the exam folder (default: from the notebook)")
+    exam_check.set_defaults(func=_exam_check)
+
+    grading = commands.add_parser("grade", help="grade submissions in the sandbox")
+    grading.add_argument("exam", help="the exam folder, e.g. exams/toolbox")
+    grading.add_argument("--roster", required=True, help="CSV with columns file,student_id")
+    grading.add_argument("--key", required=True, help="the answer key folder (kept private)")
+    grading.add_argument("--out", required=True, help="the run folder: gradebook, feedback, CSV")
+    grading.add_argument("-j", "--jobs", type=int, default=1, help="submissions in parallel")
+    grading.add_argument("--regrade", action="store_true", help="grade again what is graded")
+    grading.add_argument("--secret-file", help="instructor secret (else $OM_TEACH_SECRET)")
+    grading.add_argument(
+        "--unsafe-no-sandbox", action="store_true", help="run student code without bubblewrap"
+    )
+    grading.set_defaults(func=_grade)
+
+    certify = commands.add_parser("certify", help="sign certificates for passing students")
+    certify_commands = certify.add_subparsers(dest="certify_command")
+    init_key = certify_commands.add_parser("init-key", help="make the Ed25519 signing key")
+    init_key.add_argument("--path", help="where (default ~/.config/om-teach/signing-key.pem)")
+    init_key.add_argument("--force", action="store_true", help="replace an existing key")
+    certify.add_argument("--gradebook", help="RUN/gradebook.sqlite")
+    certify.add_argument("--exam", help="the exam folder")
+    certify.add_argument("--out", default="certificates", help="where certificates go")
+    certify.add_argument("--key", help="the signing key (default ~/.config/om-teach/...)")
+    certify.set_defaults(func=_certify)
+
+    verify = commands.add_parser("verify", help="check a certificate")
+    verify.add_argument("certificate")
+    verify.add_argument("--public-key", required=True, help="the instructor's .pub file")
+    verify.set_defaults(func=_verify)
+
     doctor = commands.add_parser("doctor", help="check what the course needs on this machine")
     doctor.set_defaults(func=_doctor)
     return parser
@@ -97,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (syllabus_mod.SyllabusError, FileNotFoundError, KeyError, ValueError) as err:
+    except (KeyError, ValueError, OSError) as err:  # bad input: a message, not a traceback
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"om-teach: error: {message}", file=sys.stderr)
         return 2

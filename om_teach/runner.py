@@ -107,11 +107,13 @@ def run_notebook(
     budget_mb: float,
     parameters: dict | None = None,
     name: str | None = None,
+    allow_errors: bool = False,
 ) -> RunResult:
     """Execute ``path`` into ``output`` with papermill, offline, and measure it.
 
     A cell may run at most twice the whole notebook's budget before it is stopped, so that a
-    hung notebook fails instead of holding the run.
+    hung notebook fails instead of holding the run. With ``allow_errors`` every cell runs even
+    after one fails (papermill still reports the failure).
     """
     import papermill  # slow to import (about 1 s): only when a notebook runs
 
@@ -128,6 +130,7 @@ def run_notebook(
                 kernel_name="python3",
                 progress_bar=False,
                 execution_timeout=int(2 * budget_seconds),
+                allow_errors=allow_errors,
             )
         except Exception as err:  # a failing notebook is a result to report, not a crash
             error = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"

@@ -1,1 +1,2 @@
-"""Cryptographic protocols of the course: Paillier vectors, secret sharing, SMPC, secure aggregation."""
+"""Cryptographic protocols of the course: Paillier vectors, secret sharing, SMPC and secure
+aggregation."""

@@ -1,0 +1,1 @@
+"""Exams that certify: the exam spec, the sandboxed grader, the gradebook, and certificates."""
