@@ -70,6 +70,8 @@ course: $(STAMP)
 	$(BIN)/om-teach course run
 
 bench: $(STAMP)
+	@$(BIN)/python -c "import nbgrader" 2>/dev/null || \
+		PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]' $(QUIET)
 	@mkdir -p build
 	@for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done | tee build/bench.md
 	@echo "Wrote build/bench.md"

@@ -126,3 +126,19 @@ def test_repo_root_is_found_from_a_notebook_folder(root, monkeypatch):
 def test_repo_root_outside_a_checkout_falls_back_to_the_package(tmp_path, monkeypatch, root):
     monkeypatch.chdir(tmp_path)
     assert Path(syllabus.repo_root()) == root
+
+
+def test_every_ready_exam_has_a_valid_spec_and_notebook(course, root):
+    """A ready exam has exams/<id>/ with a spec that loads, a notebook and a sample key, and it
+    certifies modules that exist."""
+    from om_teach.grading.spec import load_exam, parameters_cell, read_notebook
+
+    module_ids = {m.id for m in course.modules}
+    ready = [e for e in course.exams if e.status == "ready"]
+    assert "toolbox" in {e.id for e in ready}
+    for entry in ready:
+        exam = load_exam(root / "exams" / entry.id)
+        assert exam.id == entry.id and set(exam.modules) <= module_ids
+        nb = read_notebook(exam.notebook)
+        assert "student_id" in parameters_cell(nb).source
+        assert (root / "exams" / entry.id / "key" / "checks.py").is_file()

@@ -45,7 +45,7 @@ def __om_teach_harness(name, cases, path):
             results.append({"error": type(err).__name__})
             if isinstance(err, KeyboardInterrupt):
                 break
-    with open(path, "w", encoding="utf-8") as file:
+    with open(path, "x", encoding="utf-8") as file:  # never into a file planted earlier
         file.write(__import__("json").dumps(results))
 """
 

@@ -1,0 +1,116 @@
+"""The toolbox exam end to end in the sandbox: the reference, a blank and a partial
+submission, the library's own one-call answers, and a bank of cheats. Each outcome is exact."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import om_teach
+from om_teach.grading import grader
+from om_teach.grading.key import AnswerKey
+from om_teach.grading.sandbox import bubblewrap_version
+from om_teach.grading.spec import load_exam
+
+from .conftest import ROOT
+
+SUBMISSIONS = ROOT / "tests" / "exams" / "toolbox"
+ALL = {
+    "q1_lagrange": 2,
+    "q2_weighted_sum": 2,
+    "q3_beaver_matmul": 2,
+    "q4_unmask": 2,
+    "q5_rdp_epsilon": 2,
+}
+NONE = dict.fromkeys(ALL, 0)
+EXPECTED = {
+    "reference": dict(ALL),
+    "blank": dict(NONE),
+    "partial": {**ALL, "q2_weighted_sum": 0, "q4_unmask": 0},
+    "library_calls": dict(NONE),
+    "cheat_read_key": {**ALL, "q1_lagrange": 0},
+    "cheat_monkeypatch": {**ALL, "q2_weighted_sum": 0},
+    "cheat_always_equal": {**ALL, "q5_rdp_epsilon": 0},
+    "cheat_forged_result": {**ALL, "q4_unmask": 0},
+    "cheat_infinite_loop": {**ALL, "q3_beaver_matmul": 0},
+    "cheat_memory_bomb": {**ALL, "q1_lagrange": 0},
+    "cheat_fork_bomb": {**ALL, "q2_weighted_sum": 0},
+    "cheat_network": {**ALL, "q4_unmask": 0},
+    "cheat_write_outside": {**ALL, "q5_rdp_epsilon": 0},
+    "cheat_fake_output": {**ALL, "q1_lagrange": 0},
+}
+POISON = [
+    Path(om_teach.__file__).parent / "om_teach_poison.py",
+    Path(sys.prefix)
+    / "lib"
+    / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    / "site-packages"
+    / "om_teach_poison.pth",
+    Path("/usr/local/lib/om_teach_poison.txt"),
+    Path.home() / "om_teach_poison.txt",
+]
+
+pytestmark = pytest.mark.skipif(bubblewrap_version() is None, reason="bubblewrap is not usable")
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade every sample submission once, with short limits so the suite stays fast."""
+    tmp = tmp_path_factory.mktemp("toolbox")
+    exam = load_exam(ROOT / "exams" / "toolbox")
+    exam = dataclasses.replace(
+        exam, limits=dataclasses.replace(exam.limits, cell_seconds=4, total_seconds=45)
+    )
+    roster = []
+    for name in EXPECTED:
+        shutil.copy(SUBMISSIONS / f"{name}.ipynb", tmp / f"{name}.ipynb")
+        roster.append((tmp / f"{name}.ipynb", name.replace("_", "-")))
+    init = Path(om_teach.__file__).read_bytes()
+    grades = grader.grade(
+        exam,
+        AnswerKey(exam, ROOT / "exams" / "toolbox" / "key"),
+        roster,
+        out=tmp / "run",
+        secret=b"test secret",
+        jobs=2,
+        progress=False,
+    )
+    assert Path(om_teach.__file__).read_bytes() == init, "a submission changed om_teach"
+    return {g.student_id.replace("-", "_"): g for g in grades}, tmp / "run"
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_submission_scores_exactly_as_expected(graded, name):
+    grades, _ = graded
+    grade = grades[name]
+    assert grade.status == "graded", grade.error
+    assert grade.points == {q: float(p) for q, p in EXPECTED[name].items()}
+
+
+def test_the_grader_survives_and_nothing_escapes(graded):
+    """Every submission was graded (none crashed the grader), and no cheat wrote outside."""
+    grades, run = graded
+    assert set(grades) == set(EXPECTED)
+    for path in POISON:
+        assert not path.exists(), f"{path} was written by a submission"
+    assert (run / "grades.csv").read_text().count("\n") == len(EXPECTED) + 1
+
+
+def test_the_exam_measures_the_student_not_the_library(graded):
+    """Answering each question with the matching om_teach call scores 0."""
+    grades, _ = graded
+    assert grades["library_calls"].total == 0
+    assert not grades["library_calls"].passed
+
+
+def test_cheats_see_no_key_and_no_network(graded):
+    """The executed notebooks (kept for instructors) show the cheats failing."""
+    _, run = graded
+    read_key = (run / "executed" / "cheat-read-key.ipynb").read_text()
+    assert "cheat: no answer key found" in read_key
+    network = (run / "executed" / "cheat-network.ipynb").read_text()
+    assert "cheat: network unreachable" in network
