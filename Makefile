@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (first time: about 2 minutes)"
 	@$(BIN)/python -m pip install -q --upgrade pip $(QUIET)
 	@$(BIN)/python -m pip install -q $(TORCH_SPEC) $(QUIET)
-	@PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' $(QUIET)
+	@PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,chain,ipfs]' $(QUIET)
 	@$(BIN)/python -c "import torch, om_teach; assert '+cu' not in torch.__version__, torch.__version__"
 	@$(BIN)/python -m ipykernel install --user --name om-teach --display-name "Python (om-teach)" >/dev/null
 	@command -v bwrap >/dev/null || $(MAKE) --no-print-directory bubblewrap
@@ -51,7 +51,17 @@ bubblewrap:
 		{ apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
 	else echo "The exam grader needs bubblewrap: sudo apt-get install bubblewrap"; fi
 
-lab: $(STAMP)
+# The local servers of the Sonar modules (anvil, js-ipfs), from the npm registry, as locked.
+NODE_STAMP := node_modules/.package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then \
+		echo "Installing anvil and js-ipfs with npm (first time: about 4 minutes)"; \
+		npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm is missing: the Sonar modules need Node.js 20 and npm"; fi
+
+setup: $(NODE_STAMP)
+
+lab: $(STAMP) $(NODE_STAMP)
 	$(BIN)/om-teach lab
 
 test: lint unit notebooks
@@ -60,18 +70,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check om_teach tests notebooks benchmarks
 	$(BIN)/ruff format --check om_teach tests benchmarks
 
-unit: $(STAMP)
+unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -n $(JOBS) tests
 
-notebooks: $(STAMP)
+notebooks: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -n $(JOBS) --dist loadfile --nbval-lax notebooks
 
-course: $(STAMP)
+course: $(STAMP) $(NODE_STAMP)
 	$(BIN)/om-teach course run
 
 bench: $(STAMP)
 	@$(BIN)/python -c "import nbgrader" 2>/dev/null || \
-		PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]' $(QUIET)
+		PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,chain,ipfs,bench]' $(QUIET)
 	@mkdir -p build
 	@for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done | tee build/bench.md
 	@echo "Wrote build/bench.md"
