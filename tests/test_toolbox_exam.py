@@ -13,7 +13,7 @@ import pytest
 import om_teach
 from om_teach.grading import grader
 from om_teach.grading.key import AnswerKey
-from om_teach.grading.sandbox import bubblewrap_version
+from om_teach.grading.sandbox import FIRST_UID, bubblewrap_version
 from om_teach.grading.spec import load_exam
 
 from .conftest import ROOT
@@ -98,6 +98,19 @@ def test_the_grader_survives_and_nothing_escapes(graded):
     for path in POISON:
         assert not path.exists(), f"{path} was written by a submission"
     assert (run / "grades.csv").read_text().count("\n") == len(EXPECTED) + 1
+
+
+def test_no_process_outlives_its_submission(graded):
+    """After grading (fork bomb and infinite loop included), no sandboxed uid runs anything."""
+    import psutil
+
+    sandbox_uids = range(FIRST_UID, FIRST_UID + 8)
+    leftovers = [
+        p.info
+        for p in psutil.process_iter(["pid", "uids", "cmdline"])
+        if p.info["uids"] and p.info["uids"].real in sandbox_uids
+    ]
+    assert leftovers == []
 
 
 def test_the_exam_measures_the_student_not_the_library(graded):
