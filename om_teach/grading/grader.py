@@ -28,7 +28,14 @@ import nbformat
 from om_teach.grading.gradebook import Grade, Gradebook, write_feedback
 from om_teach.grading.harness import harness_cells, output_path, read_results
 from om_teach.grading.key import AnswerKey
-from om_teach.grading.sandbox import FIRST_UID, Limits, SandboxedKernelManager, bubblewrap_version
+from om_teach.grading.sandbox import (
+    FIRST_UID,
+    UID_BLOCK,
+    UID_BLOCKS,
+    Limits,
+    SandboxedKernelManager,
+    bubblewrap_version,
+)
 from om_teach.grading.spec import Exam, ExamError, claimed_student_id, read_notebook
 
 UNSAFE = "none (--unsafe-no-sandbox)"
@@ -75,13 +82,13 @@ class Execution:
     seconds: float
 
 
-_SLOT = 0
+_UID = FIRST_UID
 
 
-def _start_worker(slots: multiprocessing.Queue) -> None:
-    """Each worker takes a slot, and so a uid of its own; papermill is imported once here."""
-    global _SLOT
-    _SLOT = slots.get()
+def _start_worker(uids: multiprocessing.Queue) -> None:
+    """Each worker takes a uid of its own; papermill is imported once here."""
+    global _UID
+    _UID = uids.get()
     import papermill  # noqa: F401
 
 
@@ -107,7 +114,7 @@ def execute(
     km = SandboxedKernelManager(
         scratch=scratch,
         limits=limits,
-        uid=FIRST_UID + _SLOT,
+        uid=_UID,
         kernel_log=workdir / "kernel.log",
         confined=sandboxed,
     )
@@ -138,7 +145,8 @@ def execute(
         executed.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(workdir / "out.ipynb", executed)
     results = {qid: read_results(output_path(scratch, nonce, qid)) for qid, _, _ in calls}
-    log = (workdir / "kernel.log").read_text(errors="replace")[-500:].strip()
+    log_file = workdir / "kernel.log"
+    log = log_file.read_text(errors="replace")[-500:].strip() if log_file.is_file() else ""
     error = None if ran else f"the kernel never ran: {failure} {log}".strip()
     shutil.rmtree(workdir, ignore_errors=True)
     return Execution(results, error, time.perf_counter() - start)
@@ -183,8 +191,8 @@ def grade(
             "(apt-get install bubblewrap), or pass --unsafe-no-sandbox to run student code "
             "unconfined (recorded in the gradebook)"
         )
-    if jobs < 1:
-        raise GradingError(f"jobs must be at least 1, got {jobs}")
+    if not 1 <= jobs <= UID_BLOCK:
+        raise GradingError(f"jobs must be between 1 and {UID_BLOCK}, got {jobs}")
     (out / "feedback").mkdir(parents=True, exist_ok=True)
     grades: list[Grade] = []
     with Gradebook(out / "gradebook.sqlite") as book:
@@ -203,13 +211,14 @@ def grade(
             grades.append(grade)
 
         context = multiprocessing.get_context("spawn")
-        slots = context.Queue()
+        uids = context.Queue()
+        block = FIRST_UID + secrets.randbelow(UID_BLOCKS) * UID_BLOCK
         for slot in range(jobs):
-            slots.put(slot)
+            uids.put(block + slot)
         status = "interrupted"
         try:
             with ProcessPoolExecutor(
-                jobs, mp_context=context, initializer=_start_worker, initargs=(slots,)
+                jobs, mp_context=context, initializer=_start_worker, initargs=(uids,)
             ) as pool:
                 futures: dict[Future, tuple[dict, list, tuple[str, ...]]] = {}
                 for path, student_id in roster:

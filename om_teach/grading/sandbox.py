@@ -30,8 +30,11 @@ from jupyter_client.manager import AsyncKernelManager
 import om_teach
 
 FIRST_UID = 61000
-"""Sandboxed kernels run as FIRST_UID + slot: a uid of their own per parallel slot, so that one
-submission's process limit cannot be spent by another's."""
+"""Sandboxed kernels run as uids from here up: each grading run draws a block of its own, and
+each parallel slot in it has its own uid, so that no submission's process limit can be spent
+by another's, in this run or in one beside it."""
+UID_BLOCKS = 4096
+UID_BLOCK = 64
 
 
 @dataclass(frozen=True)
