@@ -174,6 +174,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sonar(args: argparse.Namespace) -> int:
+    """Run the Sonar platform: ``om-teach sonar demo|up|down [options]``."""
+    from om_teach.sonar import cli as sonar_cli
+
+    handlers = {"demo": sonar_cli.demo_main, "up": sonar_cli.up_main, "down": sonar_cli.down_main}
+    return handlers[args.sonar_command](args.sonar_args)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     """Check what the course needs on this machine."""
     from om_teach.doctor import report, run_checks
@@ -243,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", required=True, help="the instructor's .pub file")
     verify.set_defaults(func=_verify)
 
+    sonar = commands.add_parser(  # its own options (and -h) go to the sonar command
+        "sonar",
+        add_help=False,
+        help="the Hydrogen/Helium platform: demo, up, down (see om-teach sonar demo -h)",
+    )
+    sonar.add_argument("sonar_command", choices=("demo", "up", "down"))
+    sonar.set_defaults(func=_sonar)
+
     doctor = commands.add_parser("doctor", help="check what the course needs on this machine")
     doctor.set_defaults(func=_doctor)
     return parser
@@ -254,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "lab":
         args.jupyter_args = extra
+    elif args.command == "sonar":
+        args.sonar_args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
