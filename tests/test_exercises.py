@@ -3,6 +3,7 @@ never prints the solution."""
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import nbformat
@@ -11,7 +12,19 @@ import pytest
 from om_teach.exercises import check, exercise, judge_for
 
 from .conftest import ROOT
-from .exercise_answers import REFERENCE, WRONG
+
+
+def _answers() -> tuple[dict, dict]:
+    """Reference and wrong answers from tests/exercise_answers*.py (one file per module group)."""
+    reference, wrong = {}, {}
+    for path in sorted((ROOT / "tests").glob("exercise_answers*.py")):
+        module = importlib.import_module(f"tests.{path.stem}")
+        reference.update(module.REFERENCE)
+        wrong.update(module.WRONG)
+    return reference, wrong
+
+
+REFERENCE, WRONG = _answers()
 
 
 def _used_ids() -> set[str]:

@@ -19,6 +19,8 @@ _JUDGES: dict[str, Judge] = {}
 _MODULES = {
     "welcome": "om_teach.exercises.welcome",
     "toolbox": "om_teach.exercises.toolbox",
+    "hydrogen": "om_teach.exercises.hydrogen",
+    "helium": "om_teach.exercises.helium",
 }
 
 
