@@ -417,6 +417,19 @@ def test_helium_in_process(noise_multiplier):
         assert 0 < records[0].epsilon < records[1].epsilon <= 10.0
 
 
+def test_helium_in_process_noise_follows_its_generator():
+    """The same seeded generator gives the same noisy rounds; another seed, other ones."""
+
+    def mses(seed: int) -> list[float]:
+        federation = in_process(
+            SMALL, helium=True, noise_multiplier=1.0, rng=np.random.default_rng(seed)
+        )
+        return [federation.run_round().mse for _ in range(2)]
+
+    first = mses(7)
+    assert mses(7) == first and mses(8) != first
+
+
 def test_mine_loads_its_iid_share(tmp_path):
     """``--rows-seed/--owners`` gives mine i the same rows as the platform's i-th share."""
     parser = mine_module._parser()

@@ -124,10 +124,12 @@ def in_process(
     noise_multiplier: float = 0.0,
     budget: float = 10.0,
     min_contributors: int = 3,
+    rng: np.random.Generator | None = None,
 ) -> Federation:
     """A posted model and its mines on eth-tester and ``store`` (a new MemoryStore by
     default), ready for rounds. ``helium`` puts the key in a capsule (imports opacus, so torch)
-    that adds noise ``noise_multiplier`` × C against ``budget``."""
+    that adds noise ``noise_multiplier`` × C against ``budget``, drawn from ``rng`` (a seeded
+    generator makes a lesson's numbers repeatable; a real capsule's noise must be secret)."""
     shards, split = owner_rows(settings)
     chain = Chain.embedded(accounts=settings.mines + 1)
     repository = ModelRepository.deploy(chain)
@@ -142,6 +144,7 @@ def in_process(
             min_contributors=min_contributors,
             noise_multiplier=noise_multiplier,
             budget=budget,
+            rng=rng,
         )
         aggregator: Any = CapsuleAggregator(capsule)
     else:
