@@ -29,3 +29,35 @@ def write_notebook(path: Path, *sources: str, parameters: str = "seed = 0") -> P
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+def grade_samples(exam_id: str, names, tmp: Path, **limits) -> tuple[dict, Path]:
+    """Grade the sample submissions ``tests/exams/<exam_id>/<name>.ipynb`` in the sandbox, the
+    exam's limits overridden by ``limits`` (short, so the suite stays fast). Returns the grades
+    by sample name and the run folder; fails if a submission changed the om_teach package."""
+    import dataclasses
+    import shutil
+
+    import om_teach
+    from om_teach.grading import grader
+    from om_teach.grading.key import AnswerKey
+    from om_teach.grading.spec import load_exam
+
+    exam = load_exam(ROOT / "exams" / exam_id)
+    exam = dataclasses.replace(exam, limits=dataclasses.replace(exam.limits, **limits))
+    roster = []
+    for name in names:
+        shutil.copy(ROOT / "tests" / "exams" / exam_id / f"{name}.ipynb", tmp / f"{name}.ipynb")
+        roster.append((tmp / f"{name}.ipynb", name.replace("_", "-")))
+    package = Path(om_teach.__file__).read_bytes()
+    grades = grader.grade(
+        exam,
+        AnswerKey(exam, exam.folder / "key"),
+        roster,
+        out=tmp / "run",
+        secret=b"test secret",
+        jobs=2,
+        progress=False,
+    )
+    assert Path(om_teach.__file__).read_bytes() == package, "a submission changed om_teach"
+    return {g.student_id.replace("-", "_"): g for g in grades}, tmp / "run"

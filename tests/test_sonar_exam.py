@@ -4,21 +4,16 @@ checked against the library they are built to outwit."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import om_teach
-from om_teach.grading import grader
 from om_teach.grading.key import AnswerKey
 from om_teach.grading.sandbox import bubblewrap_version
 from om_teach.grading.spec import defined_functions, load_exam, read_notebook
 
-from .conftest import ROOT
+from .conftest import ROOT, grade_samples
 
 EXAM = ROOT / "exams" / "sonar"
 SUBMISSIONS = ROOT / "tests" / "exams" / "sonar"
@@ -49,25 +44,8 @@ def _key() -> AnswerKey:
 def graded(tmp_path_factory):
     """Grade every sample submission once, with a short total limit so the suite stays fast;
     a cell keeps the exam's own limit, time for the library calls to import and answer."""
-    tmp = tmp_path_factory.mktemp("sonar")
-    exam = load_exam(EXAM)
-    exam = dataclasses.replace(exam, limits=dataclasses.replace(exam.limits, total_seconds=45))
-    roster = []
-    for name in EXPECTED:
-        shutil.copy(SUBMISSIONS / f"{name}.ipynb", tmp / f"{name}.ipynb")
-        roster.append((tmp / f"{name}.ipynb", name.replace("_", "-")))
-    init = Path(om_teach.__file__).read_bytes()
-    grades = grader.grade(
-        exam,
-        AnswerKey(exam, EXAM / "key"),
-        roster,
-        out=tmp / "run",
-        secret=b"test secret",
-        jobs=2,
-        progress=False,
-    )
-    assert Path(om_teach.__file__).read_bytes() == init, "a submission changed om_teach"
-    return {g.student_id.replace("-", "_"): g for g in grades}
+    grades, _ = grade_samples("sonar", EXPECTED, tmp_path_factory.mktemp("sonar"), total_seconds=45)
+    return grades
 
 
 @sandboxed

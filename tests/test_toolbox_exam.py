@@ -3,20 +3,15 @@ submission, the library's own one-call answers, and a bank of cheats. Each outco
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 import om_teach
-from om_teach.grading import grader
-from om_teach.grading.key import AnswerKey
 from om_teach.grading.sandbox import FIRST_UID, bubblewrap_version
-from om_teach.grading.spec import load_exam
 
-from .conftest import ROOT
+from .conftest import ROOT, grade_samples
 
 SUBMISSIONS = ROOT / "tests" / "exams" / "toolbox"
 ALL = {
@@ -61,26 +56,7 @@ pytestmark = pytest.mark.skipif(bubblewrap_version() is None, reason="bubblewrap
 def graded(tmp_path_factory):
     """Grade every sample submission once, with short limits so the suite stays fast."""
     tmp = tmp_path_factory.mktemp("toolbox")
-    exam = load_exam(ROOT / "exams" / "toolbox")
-    exam = dataclasses.replace(
-        exam, limits=dataclasses.replace(exam.limits, cell_seconds=4, total_seconds=45)
-    )
-    roster = []
-    for name in EXPECTED:
-        shutil.copy(SUBMISSIONS / f"{name}.ipynb", tmp / f"{name}.ipynb")
-        roster.append((tmp / f"{name}.ipynb", name.replace("_", "-")))
-    init = Path(om_teach.__file__).read_bytes()
-    grades = grader.grade(
-        exam,
-        AnswerKey(exam, ROOT / "exams" / "toolbox" / "key"),
-        roster,
-        out=tmp / "run",
-        secret=b"test secret",
-        jobs=2,
-        progress=False,
-    )
-    assert Path(om_teach.__file__).read_bytes() == init, "a submission changed om_teach"
-    return {g.student_id.replace("-", "_"): g for g in grades}, tmp / "run"
+    return grade_samples("toolbox", EXPECTED, tmp, cell_seconds=4, total_seconds=45)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
