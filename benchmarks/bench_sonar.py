@@ -35,8 +35,8 @@ from om_teach.crypto.paillier import EncryptedVector, generate_keypair
 from om_teach.privacy.updates import clip
 from om_teach.sonar.chain import Chain, find_anvil
 from om_teach.sonar.contract import ModelRepository, compile_contract
-from om_teach.sonar.mine import canonical_json, round_model_cid
-from om_teach.sonar.model import ModelBundle, gradient, mse, train_federated
+from om_teach.sonar.mine import round_model_cid
+from om_teach.sonar.model import ModelBundle, canonical_json, gradient, mse, train_federated
 from om_teach.sonar.platform import ETHER, Settings, owner_rows
 from om_teach.storage import DirectoryStore
 

@@ -34,15 +34,10 @@ from om_teach.crypto.paillier import EncryptedVector
 from om_teach.privacy.updates import clip
 from om_teach.sonar.chain import Chain
 from om_teach.sonar.contract import ContractRevert, ModelRepository
-from om_teach.sonar.model import ModelBundle, gradient
+from om_teach.sonar.model import ModelBundle, canonical_json, gradient
 from om_teach.storage import ContentStore
 
 LATE = ("not the model's current round", "already submitted this round")
-
-
-def canonical_json(data: object) -> bytes:
-    """JSON with sorted keys and no spaces: equal content, equal CID."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 def round_model_cid(repository: ModelRepository, model_id: int, round: int) -> str:
@@ -173,16 +168,9 @@ def _store(args: argparse.Namespace) -> ContentStore:
 
 
 def _repository(chain: Chain, address: str, abi: Path | None) -> ModelRepository:
-    if abi is None:
-        return ModelRepository.at(chain, address)
-    web3 = chain.web3
-    if not web3.is_address(address):
-        raise ValueError(f"not an Ethereum address: {address!r}")
-    address = web3.to_checksum_address(address)
-    if not web3.eth.get_code(address):
-        raise ValueError(f"no contract at {address} on {chain.name}")
-    contract = web3.eth.contract(address=address, abi=json.loads(abi.read_text()))
-    return ModelRepository(chain, contract)
+    return ModelRepository.at(
+        chain, address, abi=None if abi is None else json.loads(abi.read_text())
+    )
 
 
 def _log(message: str) -> None:

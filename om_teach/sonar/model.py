@@ -50,6 +50,11 @@ __all__ = [
 ]
 
 
+def canonical_json(data: object) -> bytes:
+    """JSON with sorted keys and no spaces: equal content, equal CID."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(X) == 0:
@@ -230,7 +235,7 @@ class ModelBundle:
 
     def to_bytes(self) -> bytes:
         """Canonical JSON: sorted keys, no spaces, so equal bundles have equal CIDs."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ModelBundle:
