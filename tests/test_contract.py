@@ -2,10 +2,12 @@
 
 Every test that takes ``chain`` runs on both chains with the same compiled bytecode; anvil is
 started once for the module and skipped, with the reason, when its binary is not installed.
+Capsule models are settled with signatures by fresh ``eth_account`` keys, which no node knows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -14,17 +16,23 @@ import threading
 import time
 
 import pytest
+from eth_account import Account
 
-from om_teach.sonar.chain import AnvilNode, Chain, find_anvil
+from om_teach.sonar.chain import AnvilNode, Chain
 from om_teach.sonar.contract import (
     GAS_LIMIT,
     MAX_CONTRIBUTORS,
+    SETTLEMENT_TAG,
+    ZERO_ADDRESS,
     ContractRevert,
     ModelRepository,
     check_cid,
     compile_contract,
+    settlement_digest,
     to_fixed,
 )
+
+from .conftest import require_anvil
 
 ETHER = 10**18
 ACCOUNTS = MAX_CONTRIBUTORS + 2  # an owner, a full round, and one too many
@@ -41,13 +49,6 @@ def cid(n: int) -> str:
             return "Qm" + digits.rjust(44, "z")
 
 
-def _anvil_binary() -> str:
-    try:
-        return str(find_anvil())
-    except FileNotFoundError as error:
-        pytest.skip(f"anvil is not installed: {error}")
-
-
 @pytest.fixture(scope="module")
 def embedded_chain():
     return Chain.embedded(accounts=ACCOUNTS)
@@ -55,7 +56,7 @@ def embedded_chain():
 
 @pytest.fixture(scope="module")
 def anvil_chain():
-    _anvil_binary()
+    require_anvil()
     with Chain.anvil(accounts=ACCOUNTS) as chain:
         yield chain
 
@@ -130,6 +131,8 @@ def test_post_model_escrows_the_bounty_and_logs_it(chain, repo):
         "bounty": 3 * ETHER,
         "initial_error": 412_500,
         "target_error": 100_000,
+        "capsule": ZERO_ADDRESS,
+        "capsule_record": bytes(32),
     }
     info = repo.model(model_id)
     assert (info.owner, info.cid, info.bounty, info.remaining) == (
@@ -140,6 +143,7 @@ def test_post_model_escrows_the_bounty_and_logs_it(chain, repo):
     )
     assert (info.initial_error, info.target_error, info.best_error) == (0.4125, 0.1, 0.4125)
     assert info.current_round == 0 and repo.gas["post_model"] == [tx.gas_used]
+    assert info.capsule is None and info.capsule_record is None
 
 
 def test_post_model_guards(chain, repo):
@@ -383,6 +387,306 @@ def test_at_attaches_to_a_deployed_repository(chain, repo):
         ModelRepository.at(chain, "0x1234")
 
 
+RECORD = hashlib.sha256(b"a capsule's key record").hexdigest()
+SETTLEMENT = hashlib.sha256(b"a capsule's release record").digest()
+
+
+def post_capsule(repo, owner, capsule, *, bounty=ETHER):
+    model_id, _ = repo.post_model(
+        cid(0),
+        bounty=bounty,
+        initial_error=1.0,
+        target_error=0.5,
+        sender=owner,
+        capsule=capsule.address,
+        capsule_record=RECORD,
+    )
+    return model_id
+
+
+def sign(key, repo, model_id, round, considered, summed, settlement=SETTLEMENT, *, chain_id=None):
+    """The capsule's 65-byte signature (r || s || v) over the settlement of ``round``."""
+    chain_id = repo.chain.web3.eth.chain_id if chain_id is None else chain_id
+    digest = settlement_digest(
+        chain_id, repo.address, model_id, round, considered, summed, settlement
+    )
+    return bytes(Account.unsafe_sign_hash(digest, key.key).signature)
+
+
+def settle(repo, key, model_id, round, considered, summed, *, sender, **kwargs):
+    signature = sign(key, repo, model_id, round, considered, summed)
+    return repo.settle_round(
+        model_id,
+        round,
+        considered=considered,
+        summed=summed,
+        settlement=SETTLEMENT,
+        signature=signature,
+        sender=sender,
+        **kwargs,
+    )
+
+
+def submit_all(repo, model_id, round, mines):
+    for i, mine in enumerate(mines):
+        repo.submit_gradient(model_id, round, cid(1000 * (round + 1) + i), sender=mine)
+
+
+def test_a_capsule_model_is_posted_with_its_key_and_record(chain, repo):
+    """The capsule's address and record fingerprint are logged and stored; both or neither."""
+    owner, _ = owner_mines(chain)
+    capsule = Account.create()
+    model_id, tx = repo.post_model(
+        cid(0),
+        bounty=ETHER,
+        initial_error=1.0,
+        target_error=0.5,
+        sender=owner,
+        capsule=capsule.address.lower(),
+        capsule_record=RECORD.upper(),
+    )
+    (event,) = tx.events
+    assert event.args["capsule"] == capsule.address
+    assert event.args["capsule_record"] == bytes.fromhex(RECORD)
+    info = repo.model(model_id)
+    assert (info.capsule, info.capsule_record) == (capsule.address, RECORD)
+    assert repo.contract.functions.SETTLEMENT_TAG().call() == SETTLEMENT_TAG
+
+    terms = {"bounty": ETHER, "initial_error": 1.0, "target_error": 0.5, "sender": owner}
+    for capsule_args, message in [
+        ({"capsule": capsule.address}, "go together"),
+        ({"capsule_record": RECORD}, "go together"),
+        ({"capsule": "0x1234", "capsule_record": RECORD}, "capsule is not an Ethereum address"),
+        ({"capsule": ZERO_ADDRESS, "capsule_record": RECORD}, "zero address"),
+        ({"capsule": capsule.address, "capsule_record": RECORD[:-1]}, "64 hex characters"),
+        ({"capsule": capsule.address, "capsule_record": "0x" + RECORD}, "64 hex characters"),
+        ({"capsule": capsule.address, "capsule_record": "0" * 64}, "all zeros"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            repo.post_model(cid(0), **terms, **capsule_args)
+    initial, target = 10**6, 5 * 10**5
+    with pytest.raises(ContractRevert, match="post_model reverted: a capsule needs its record's"):
+        args = (cid(0), initial, target, capsule.address, bytes(32))
+        repo.transact("post_model", args, sender=owner, value=ETHER)
+    with pytest.raises(ContractRevert, match="post_model reverted: a capsule record needs a"):
+        args = (cid(0), initial, target, ZERO_ADDRESS, bytes.fromhex(RECORD))
+        repo.transact("post_model", args, sender=owner, value=ETHER)
+    assert repo.model_count() == 1
+
+
+def test_a_capsule_round_closes_on_its_settlement_and_pays_only_the_summed(chain, repo):
+    """Only the summed addresses are paid: not a considered submitter the capsule left out, nor
+    a late one past ``considered``; the settled round refuses gradients and can be evaluated."""
+    owner, mines = owner_mines(chain)
+    eth = chain.web3.eth
+    capsule = Account.create()
+    model_id = post_capsule(repo, owner, capsule)
+    submit_all(repo, model_id, 0, mines[:4])
+    assert repo.payees(model_id, 0) == []
+    assert repo.round_settlement(model_id, 0) == (False, 0, bytes(32))
+    with pytest.raises(ContractRevert, match="evaluate_round reverted: round not settled by the"):
+        repo.evaluate_round(model_id, 0, cid(9), 0.75, sender=owner)
+
+    # The capsule read the first 3 submitters and summed two of them, in its own order.
+    summed = [mines[2], mines[0]]
+    tx = settle(repo, capsule, model_id, 0, 3, summed, sender=mines[9])
+    assert [(e.name, e.args) for e in tx.events] == [
+        (
+            "RoundSettled",
+            {"model_id": model_id, "round": 0, "settlement": SETTLEMENT, "summed": 2, "late": 1},
+        )
+    ]
+    assert repo.round_settlement(model_id, 0) == (True, 3, SETTLEMENT)
+    assert repo.payees(model_id, 0) == summed
+    assert repo.submitters(model_id, 0) == list(mines[:4])
+    with pytest.raises(ContractRevert, match="submit_gradient reverted: round closed"):
+        repo.submit_gradient(model_id, 0, cid(5), sender=mines[4])
+
+    repo.evaluate_round(model_id, 0, cid(9), 0.75, sender=owner)  # owed: half the bounty
+    before = [eth.get_balance(m) for m in mines[:4]]
+    tx = repo.pay_round(model_id, 0, sender=owner)
+    share = ETHER // 2 // 2
+    assert [(e.args["to"], e.args["amount"]) for e in tx.events] == [(m, share) for m in summed]
+    gained = [eth.get_balance(m) - b for m, b in zip(mines[:4], before, strict=True)]
+    assert gained == [share, 0, share, 0]
+    assert repo.remaining_bounty(model_id) == ETHER // 2
+    assert repo.round_settlement(model_id, 0) == (True, 3, SETTLEMENT)
+
+    # The next round needs its own settlement.
+    repo.submit_gradient(model_id, 1, cid(6), sender=mines[1])
+    with pytest.raises(ContractRevert, match="round not settled by the capsule"):
+        repo.evaluate_round(model_id, 1, cid(10), 0.7, sender=owner)
+
+
+def test_a_hydrogen_round_pays_all_its_submitters_and_cannot_be_settled(chain, repo):
+    """Without a capsule, payees are the submitters and the round closes when evaluated."""
+    owner, mines = owner_mines(chain)
+    model_id = post(repo, owner)
+    submit_all(repo, model_id, 0, mines[:3])
+    assert repo.payees(model_id, 0) == list(mines[:3])
+    assert repo.round_settlement(model_id, 0) == (False, 0, bytes(32))
+    anyone = Account.create()
+    with pytest.raises(ContractRevert, match="settle_round reverted: the model has no capsule"):
+        settle(repo, anyone, model_id, 0, 3, list(mines[:3]), sender=owner)
+    repo.evaluate_round(model_id, 0, cid(9), 0.75, sender=owner)
+    assert repo.round_settlement(model_id, 0) == (True, 0, bytes(32))
+    tx = repo.pay_round(model_id, 0, sender=owner)
+    assert [e.args["to"] for e in tx.events] == list(mines[:3])
+    with pytest.raises(ContractRevert, match="no such model"):
+        repo.payees(model_id + 1, 0)
+
+
+def test_a_settlement_must_be_signed_by_the_capsule_for_exactly_this_round(chain, repo):
+    """Another key's signature, or the capsule's over another list, count, settlement, round,
+    model, contract or chain, is refused; so is a settlement replayed on the next round."""
+    owner, mines = owner_mines(chain)
+    capsule, other = Account.create(), Account.create()
+    model_id = post_capsule(repo, owner, capsule)
+    twin = post_capsule(repo, owner, capsule)  # same capsule, another model
+    other_repo = ModelRepository.deploy(chain)
+    submit_all(repo, model_id, 0, mines[:3])
+    summed = list(mines[:2])
+    chain_id = chain.web3.eth.chain_id
+
+    def refused(signature, *, round=0, considered=2, summed=summed, settlement=SETTLEMENT):
+        with pytest.raises(ContractRevert) as caught:
+            repo.settle_round(
+                model_id,
+                round,
+                considered=considered,
+                summed=summed,
+                settlement=settlement,
+                signature=signature,
+                sender=mines[9],
+            )
+        return caught.value.reason
+
+    not_signed = "settlement not signed by the model's capsule"
+    assert refused(sign(other, repo, model_id, 0, 2, summed)) == not_signed
+    assert refused(sign(capsule, repo, model_id, 0, 2, summed), summed=summed[:1]) == not_signed
+    assert refused(sign(capsule, repo, model_id, 0, 2, summed), summed=summed[::-1]) == not_signed
+    assert refused(sign(capsule, repo, model_id, 0, 2, summed), considered=3) == not_signed
+    other_settlement = hashlib.sha256(b"another release").digest()
+    signature = sign(capsule, repo, model_id, 0, 2, summed)
+    assert refused(signature, settlement=other_settlement) == not_signed
+    assert refused(sign(capsule, repo, model_id, 1, 2, summed)) == not_signed
+    assert refused(sign(capsule, repo, twin, 0, 2, summed)) == not_signed
+    assert refused(sign(capsule, other_repo, model_id, 0, 2, summed)) == not_signed
+    wrong_chain = sign(capsule, repo, model_id, 0, 2, summed, chain_id=chain_id + 1)
+    assert refused(wrong_chain) == not_signed
+    assert refused(bytes(64) + bytes([27])) == not_signed  # ecrecover finds no signer
+    assert refused(sign(capsule, repo, model_id, 1, 2, summed), round=1) == (
+        "not the model's current round"
+    )
+    assert repo.round_settlement(model_id, 0) == (False, 0, bytes(32))
+
+    signature = sign(capsule, repo, model_id, 0, 2, summed)
+    repo.settle_round(
+        model_id,
+        0,
+        considered=2,
+        summed=summed,
+        settlement=SETTLEMENT,
+        signature=signature,
+        sender=mines[9],
+    )
+    assert refused(signature) == "round already closed"
+    repo.evaluate_round(model_id, 0, cid(9), 0.9, sender=owner)
+    submit_all(repo, model_id, 1, mines[:3])
+    assert refused(signature, round=1) == not_signed  # replayed on the next round
+    assert repo.round_settlement(model_id, 1) == (False, 0, bytes(32))
+
+
+def test_a_settlement_pays_only_considered_submitters_once_each(chain, repo):
+    """A signed settlement still cannot count more submitters than there are, pay a late or
+    absent address, or pay one address twice."""
+    owner, mines = owner_mines(chain)
+    capsule = Account.create()
+    model_id = post_capsule(repo, owner, capsule)
+    submit_all(repo, model_id, 0, mines[:3])
+    for considered, summed, reason in [
+        (4, list(mines[:3]), "considered exceeds the round's submitters"),
+        (2, [mines[0], mines[2]], "summed address not considered"),  # mines[2] is late
+        (3, [mines[0], mines[5]], "summed address not considered"),  # mines[5] never submitted
+        (3, [mines[0], ZERO_ADDRESS], "summed address not considered"),
+        (3, [mines[1], mines[0], mines[1]], "summed address repeated"),
+    ]:
+        with pytest.raises(ContractRevert, match=f"settle_round reverted: {reason}"):
+            settle(repo, capsule, model_id, 0, considered, summed, sender=owner)
+    with pytest.raises(ValueError, match="65 bytes"):
+        repo.settle_round(
+            model_id,
+            0,
+            considered=3,
+            summed=[],
+            settlement=SETTLEMENT,
+            signature=b"\0" * 64,
+            sender=owner,
+        )
+    with pytest.raises(ValueError, match="summed address is not an Ethereum address"):
+        settlement_digest(1, repo.address, model_id, 0, 3, ["0x12"], SETTLEMENT)
+    settle(repo, capsule, model_id, 0, 3, [mines[2]], sender=owner)
+    assert repo.payees(model_id, 0) == [mines[2]]
+
+
+def test_impersonating_the_capsule_on_anvil_does_not_settle(anvil_chain):
+    """anvil lets any RPC client send from the capsule's address, so the contract trusts the
+    signature only: a forged one sent from the impersonated capsule is refused on chain too."""
+    chain = anvil_chain
+    repo = ModelRepository.deploy(chain)
+    owner, mines = owner_mines(chain)
+    capsule, attacker = Account.create(), Account.create()
+    model_id = post_capsule(repo, owner, capsule)
+    submit_all(repo, model_id, 0, mines[:2])
+    rpc = chain.web3.provider.make_request
+    rpc("anvil_impersonateAccount", [capsule.address])
+    try:
+        rpc("anvil_setBalance", [capsule.address, hex(ETHER)])
+        eth = chain.web3.eth
+        sent = eth.send_transaction({"from": capsule.address, "to": owner, "value": 1})
+        assert eth.wait_for_transaction_receipt(sent).status == 1  # the node lets us
+        forged = sign(attacker, repo, model_id, 0, 2, [mines[0]])
+        with pytest.raises(ContractRevert, match="settlement not signed by the model's capsule"):
+            repo.settle_round(
+                model_id,
+                0,
+                considered=2,
+                summed=[mines[0]],
+                settlement=SETTLEMENT,
+                signature=forged,
+                sender=capsule.address,
+            )
+        r, s, v = forged[:32], forged[32:64], forged[64]
+        function = repo.contract.functions.settle_round(
+            model_id, 0, 2, [mines[0]], SETTLEMENT, v, r, s
+        )
+        sent = function.transact({"from": capsule.address, "gas": GAS_LIMIT})
+        assert eth.wait_for_transaction_receipt(sent).status == 0
+    finally:
+        rpc("anvil_stopImpersonatingAccount", [capsule.address])
+    assert repo.round_settlement(model_id, 0) == (False, 0, bytes(32))
+    settle(repo, capsule, model_id, 0, 2, [mines[0]], sender=mines[5])
+    assert repo.payees(model_id, 0) == [mines[0]]
+
+
+def test_settling_ten_summed_addresses_fits_its_gas(chain, repo):
+    """Gas of a capsule round of 11 submitters of which 10 are summed and 1 is late."""
+    owner, everyone = chain.accounts[0], chain.accounts[1:]
+    capsule = Account.create()
+    model_id = post_capsule(repo, owner, capsule)
+    submit_all(repo, model_id, 0, everyone[:11])
+    settle(repo, capsule, model_id, 0, 10, list(everyone[:10]), sender=owner)
+    repo.evaluate_round(model_id, 0, cid(9), 0.75, sender=owner)
+    tx = repo.pay_round(model_id, 0, sender=owner)
+    assert len(tx.events) == 10
+    gas = {call: used[-1] for call, used in repo.gas.items() if call != "submit_gradient"}
+    print(f"\ncapsule model gas on {chain.name}: {gas}")
+    # 13 storage words written (closed, considered, settlement, payees' length and 10
+    # addresses) at ~22k each, 10 cold reads of `submitted`, one ecrecover.
+    assert 350_000 < gas["settle_round"] < 400_000
+    assert gas["evaluate_round"] < 250_000 and gas["pay_round"] < 250_000
+
+
 def test_racing_duplicate_keeps_its_revert_reason(anvil_chain):
     """Two submissions mined in one block: the loser's reason is recovered by replaying it."""
     chain = anvil_chain
@@ -437,7 +741,7 @@ def test_another_process_reaches_anvil_through_its_url(anvil_chain):
 
 def test_anvil_node_is_stopped_by_its_pid():
     """Leaving the context ends the node's one process and removes its default log."""
-    _anvil_binary()
+    require_anvil()
     with AnvilNode() as node:
         pid, url, log = node.pid, node.url, node.log_path
         assert Chain.connect(url).web3.eth.chain_id == 31337

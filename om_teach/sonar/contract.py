@@ -19,11 +19,27 @@ on JSON-RPC nodes alike, before anything is sent; it is then sent with a fixed g
 binary search that costs more than the transaction itself. Each transaction's gas used is
 recorded in :attr:`ModelRepository.gas`.
 
+Capsule models (Helium): :meth:`ModelRepository.post_model` may bind a model to a capsule,
+given as the address of the capsule's signing key and the SHA-256 fingerprint of its key
+record. Such a model's round closes only on :meth:`ModelRepository.settle_round`, carrying the
+capsule's signature over :func:`settlement_digest`: how many of the round's first submitters
+the capsule considered, the addresses it summed, and its 32-byte settlement digest. The
+contract recovers the signer with ``ecrecover`` and refuses any other; anyone may send the
+transaction. Authorising by sender would prove nothing on a development chain: its node
+unlocks its accounts for every RPC client, and anvil lets any client impersonate any address
+(``anvil_impersonateAccount``), the capsule's included. The digest binds the chain id, the
+contract's address, the model, the round and the list, so a signature is not valid anywhere
+else, and a round settles once. Once settled, the round refuses more gradients, and
+:meth:`~ModelRepository.pay_round` pays only the summed addresses (:meth:`~ModelRepository.payees`).
+A model without a capsule (Hydrogen) pays all its round's submitters, as before.
+
 Threat model: everything on chain is public (CIDs, errors, who submitted, who was paid), so
 only CIDs of encrypted gradients go there, never gradients. The chain enforces who may call
-what, one gradient per address per round, the escrow and the payout arithmetic. It cannot
-check that the errors the owner reports are true or that a CID holds a real gradient: as in
-Sonar, mines trust the owner's evaluation and that the owner will pay at all.
+what, one gradient per address per round, the escrow and the payout arithmetic, and for a
+capsule model that only the capsule's key decides whom a round pays (so the capsule key's
+holder is trusted to sign only what it summed). It cannot check that the errors the owner
+reports are true or that a CID holds a real gradient: as in Sonar, mines trust the owner's
+evaluation and that the owner will pay at all.
 """
 
 from __future__ import annotations
@@ -32,10 +48,13 @@ import functools
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_abi import encode
+from eth_utils import is_address, keccak, to_checksum_address
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
@@ -47,6 +66,20 @@ ERROR_SCALE = 10**6
 MAX_CID_LENGTH = 64
 MAX_CONTRIBUTORS = 64
 GAS_LIMIT = 5_000_000
+SETTLEMENT_TAG = keccak(b"om-teach/sonar-settlement/1")
+"""The first word of every settlement digest, as the contract's ``SETTLEMENT_TAG``."""
+ZERO_ADDRESS = "0x" + "00" * 20
+_SETTLEMENT_TYPES = [
+    "bytes32",  # SETTLEMENT_TAG
+    "uint256",  # chain id
+    "address",  # the contract
+    "uint256",  # model id
+    "uint256",  # round
+    "uint256",  # considered: how many of the round's first submitters the capsule read
+    "address[]",  # summed: whom the round pays
+    "bytes32",  # settlement: the capsule's digest of its release
+]
+_RECORD = re.compile(r"[0-9a-fA-F]{64}")
 
 _CIDV0 = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}")
 _CIDV1_BASE32 = re.compile(r"b[a-z2-7]{1,63}")
@@ -103,6 +136,44 @@ def check_cid(cid: str) -> str:
     return cid
 
 
+def check_address(address: str, what: str = "address") -> str:
+    """``address`` checksummed, if it is a 20-byte hex address; otherwise ValueError/TypeError
+    naming ``what`` it was meant to be."""
+    if not isinstance(address, str):
+        raise TypeError(f"the {what} must be a str, got {type(address).__name__}")
+    if not is_address(address):
+        raise ValueError(f"the {what} is not an Ethereum address: {address!r}")
+    return to_checksum_address(address)
+
+
+def settlement_digest(
+    chain_id: int,
+    contract: str,
+    model_id: int,
+    round: int,
+    considered: int,
+    summed: Sequence[str],
+    settlement: bytes,
+) -> bytes:
+    """The 32-byte hash the model's capsule signs to settle ``round``, exactly as the
+    contract computes it: ``keccak256(abi_encode(SETTLEMENT_TAG, chain_id, contract, model_id,
+    round, considered, summed, settlement))``. It is signed raw (``unsafe_sign_hash``), with
+    no EIP-191 prefix."""
+    if not isinstance(settlement, bytes) or len(settlement) != 32:
+        raise ValueError(f"the settlement must be 32 bytes, got {settlement!r}")
+    values = [
+        SETTLEMENT_TAG,
+        chain_id,
+        check_address(contract, "contract"),
+        model_id,
+        round,
+        considered,
+        [check_address(a, "summed address") for a in summed],
+        settlement,
+    ]
+    return keccak(encode(_SETTLEMENT_TYPES, values))
+
+
 @dataclass(frozen=True)
 class Event:
     """A decoded contract event."""
@@ -126,7 +197,9 @@ class Transaction:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model's state on chain; errors as floats, amounts in wei."""
+    """A model's state on chain; errors as floats, amounts in wei. ``capsule`` (the address of
+    the capsule's signing key) and ``capsule_record`` (its key record's SHA-256, 64 lowercase
+    hex characters) are None for a Hydrogen model."""
 
     model_id: int
     owner: str
@@ -137,6 +210,8 @@ class ModelInfo:
     target_error: float
     best_error: float
     current_round: int
+    capsule: str | None = None
+    capsule_record: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,11 +339,33 @@ class ModelRepository:
         initial_error: float,
         target_error: float,
         sender: str,
+        capsule: str | None = None,
+        capsule_record: str | None = None,
     ) -> tuple[int, Transaction]:
-        """Post a model with a ``bounty`` in wei; returns its id and the transaction."""
+        """Post a model with a ``bounty`` in wei; returns its id and the transaction.
+
+        With a ``capsule`` (the address of the capsule's signing key) and ``capsule_record``
+        (the SHA-256 of its key record, 64 hex characters), both or neither, the model's
+        rounds close and pay only on the capsule's signed settlement (:meth:`settle_round`).
+        """
         if isinstance(bounty, bool) or not isinstance(bounty, int) or bounty <= 0:
             raise ValueError(f"the bounty must be a positive int of wei, got {bounty!r}")
         args = (check_cid(cid), to_fixed(initial_error), to_fixed(target_error))
+        if (capsule is None) != (capsule_record is None):
+            raise ValueError("a capsule and its record's fingerprint go together: give both")
+        if capsule is not None:
+            capsule = check_address(capsule, "capsule")
+            if capsule == ZERO_ADDRESS:
+                raise ValueError("the capsule cannot be the zero address")
+            if not isinstance(capsule_record, str) or not _RECORD.fullmatch(capsule_record):
+                raise ValueError(
+                    "the capsule record's fingerprint must be its SHA-256 as 64 hex "
+                    f"characters, got {capsule_record!r}"
+                )
+            record = bytes.fromhex(capsule_record)
+            if record == bytes(32):
+                raise ValueError("the capsule record's fingerprint cannot be all zeros")
+            args += (capsule, record)
         tx = self.transact("post_model", args, sender=sender, value=bounty)
         (posted,) = [e for e in tx.events if e.name == "ModelPosted"]
         return posted.args["model_id"], tx
@@ -277,15 +374,45 @@ class ModelRepository:
         """Submit a gradient's CID for the model's current ``round``."""
         return self.transact("submit_gradient", (model_id, round, check_cid(cid)), sender=sender)
 
+    def settle_round(
+        self,
+        model_id: int,
+        round: int,
+        *,
+        considered: int,
+        summed: Sequence[str],
+        settlement: bytes,
+        signature: bytes,
+        sender: str,
+    ) -> Transaction:
+        """Close a capsule model's current ``round`` on the capsule's ``signature`` (65 bytes,
+        r || s || v) over :func:`settlement_digest`: ``considered`` of its first submitters
+        were read, ``summed`` are paid. Anyone may send it; only the signature counts."""
+        if not isinstance(signature, bytes) or len(signature) != 65:
+            raise ValueError(f"a signature is 65 bytes (r || s || v), got {signature!r}")
+        if not isinstance(settlement, bytes) or len(settlement) != 32:
+            raise ValueError(f"the settlement must be 32 bytes, got {settlement!r}")
+        if isinstance(considered, bool) or not isinstance(considered, int) or considered < 0:
+            raise ValueError(f"considered must be a non-negative int, got {considered!r}")
+        if isinstance(summed, str):
+            raise TypeError("summed must be a sequence of addresses, not one str")
+        addresses = [check_address(a, "summed address") for a in summed]
+        v = signature[64] + 27 if signature[64] < 27 else signature[64]
+        args = (model_id, round, considered, addresses, settlement, v)
+        return self.transact(
+            "settle_round", (*args, signature[:32], signature[32:64]), sender=sender
+        )
+
     def evaluate_round(
         self, model_id: int, round: int, cid: str, error: float, *, sender: str
     ) -> Transaction:
-        """Record the round's new model (its CID) and its error; opens the next round."""
+        """Record the round's new model (its CID) and its error; opens the next round. A
+        capsule model's round must be settled first."""
         args = (model_id, round, check_cid(cid), to_fixed(error))
         return self.transact("evaluate_round", args, sender=sender)
 
     def pay_round(self, model_id: int, round: int, *, sender: str) -> Transaction:
-        """Pay an evaluated round's contributors; its ``Paid`` events say who got what."""
+        """Pay an evaluated round's :meth:`payees`; its ``Paid`` events say who got what."""
         return self.transact("pay_round", (model_id, round), sender=sender)
 
     def withdraw_bounty(self, model_id: int, *, sender: str) -> Transaction:
@@ -296,7 +423,7 @@ class ModelRepository:
         return self._view("model_count")
 
     def model(self, model_id: int) -> ModelInfo:
-        owner, cid, bounty, remaining, initial, target, best, current = self._view(
+        owner, cid, bounty, remaining, initial, target, best, current, capsule, record = self._view(
             "model_info", model_id
         )
         return ModelInfo(
@@ -309,6 +436,8 @@ class ModelRepository:
             target_error=from_fixed(target),
             best_error=from_fixed(best),
             current_round=current,
+            capsule=None if capsule == ZERO_ADDRESS else capsule,
+            capsule_record=None if record == bytes(32) else record.hex(),
         )
 
     def current_round(self, model_id: int) -> int:
@@ -333,6 +462,17 @@ class ModelRepository:
     def round_result(self, model_id: int, round: int) -> RoundResult:
         cid, error, evaluated, paid = self._view("round_result", model_id, round)
         return RoundResult(cid, from_fixed(error), evaluated, paid)
+
+    def payees(self, model_id: int, round: int) -> list[str]:
+        """Whom :meth:`pay_round` pays: a Hydrogen round's submitters, a capsule round's
+        summed addresses (none until it is settled)."""
+        return self._view("payees", model_id, round)
+
+    def round_settlement(self, model_id: int, round: int) -> tuple[bool, int, bytes]:
+        """Whether the round is closed to gradients (settled; a Hydrogen round once
+        evaluated), how many submitters the capsule considered, and its settlement digest."""
+        closed, considered, settlement = self._view("round_settlement", model_id, round)
+        return closed, considered, bytes(settlement)
 
     def round_payout(self, model_id: int, round: int) -> int:
         """What an evaluated round is owed in total (wei), before the equal split."""

@@ -4,7 +4,9 @@
 @notice Reproduces the contract of OpenMined's Sonar (Hydrogen milestone). A data scientist
         posts a model with a bounty; data owners ("mines") submit the IPFS CIDs of their
         encrypted gradients round by round; the scientist records each round's new model and
-        its error, and pays that round's contributors by the improvement it brought.
+        its error, and pays that round's contributors by the improvement it brought. A model
+        may also be bound to a capsule (Helium milestone), whose signed settlement of each
+        round decides whom the round pays.
 @dev    Units:
         - errors are fixed-point unsigned integers scaled by 10**6 (ERROR_SCALE): an error of
           0.4125 is passed as 412500. Lower is better.
@@ -19,12 +21,13 @@
                    // (initial_error - target_error)
         where best_before is the best error when the round was evaluated; a round that does not
         improve on it is owed nothing. The owed amounts of all rounds therefore sum to at most
-        the bounty. A round's owed amount is split equally among the (at most 64) addresses
-        that submitted in it, each getting owed // contributors; both divisions round down and
-        the wei left over stay in the escrow. Sonar's own contract divided by the best error
-        and never debited the bounty, so its payouts could spend other models' ether; here each
-        model's escrow is debited and a payout beyond it reverts, which happens once the owner
-        has withdrawn what was left (withdraw_bounty).
+        the bounty. A round's owed amount is split equally among its payees (the at most 64
+        addresses that submitted in it, or for a capsule model those the capsule summed, see
+        below), each getting owed // payees; both divisions round down and the wei left over
+        stay in the escrow. Sonar's own contract divided by the best error and never debited
+        the bounty, so its payouts could spend other models' ether; here each model's escrow
+        is debited and a payout beyond it reverts, which happens once the owner has withdrawn
+        what was left (withdraw_bounty).
 
         Payments are pushed: pay_round sends each contributor its share with `send`, which
         forwards only the 2300-gas stipend, so a recipient cannot re-enter. The function is
@@ -34,12 +37,35 @@
         whose mines are externally owned accounts; a production contract would let each
         contributor withdraw its own balance instead (pull payments).
 
+        Capsule models (Sonar's Helium milestone). A model posted with a `capsule` (the address
+        of the key the capsule signs with) and `capsule_record` (the SHA-256 fingerprint of the
+        capsule's key record, for anyone to check against the record the capsule publishes)
+        only pays the addresses whose gradients the capsule actually summed. Its round closes
+        when anyone sends settle_round with the capsule's signature over
+            keccak256(abi_encode(SETTLEMENT_TAG, chain.id, self, model_id, round, considered,
+                                 summed, settlement))
+        (a raw hash, no EIP-191 prefix): `considered` is how many of the round's first
+        submitters the capsule read, `summed` the addresses it summed (each among those
+        `considered`, none twice), `settlement` a 32-byte digest of the capsule's own record of
+        the release. The contract checks the signature with ecrecover, not msg.sender: on a
+        development chain any RPC client may send from the node's unlocked accounts, and on
+        anvil from any address at all, the capsule's included (anvil_impersonateAccount), so
+        "sent from the capsule" would prove nothing. The digest binds the chain, this
+        deployment, the model, the round, `considered`, the list and `settlement`, so a
+        signature cannot be replayed elsewhere, and a round settles once. Once settled the
+        round takes no more gradients; the owner may then evaluate it, and pay_round pays
+        `summed` only: neither the submitters the capsule left out nor the late ones, past
+        `considered`. A model posted without a capsule (the empty address: a Hydrogen model)
+        never settles, and pays all its round's submitters as before.
+
         Trust: the owner reports its own errors and decides when to pay, as in Sonar; the
-        contract guarantees only the arithmetic, the escrow, and who may call what.
+        contract guarantees only the arithmetic, the escrow, and who may call what. For a
+        capsule model it also guarantees that only the capsule's key decides who is paid.
 """
 
 MAX_CONTRIBUTORS: constant(uint256) = 64
 ERROR_SCALE: public(constant(uint256)) = 10**6
+SETTLEMENT_TAG: public(constant(bytes32)) = keccak256("om-teach/sonar-settlement/1")
 
 
 struct Model:
@@ -51,6 +77,8 @@ struct Model:
     target_error: uint256
     best_error: uint256
     current_round: uint256
+    capsule: address  # empty for a Hydrogen model
+    capsule_record: bytes32  # SHA-256 of the capsule's key record; empty without a capsule
 
 
 struct Round:
@@ -61,6 +89,10 @@ struct Round:
     model_cid: String[64]
     error: uint256
     best_before: uint256
+    closed: bool  # settled by the capsule (capsule models only; see round_settlement)
+    considered: uint256  # how many of the first submitters the capsule read
+    payees: DynArray[address, MAX_CONTRIBUTORS]  # whom the capsule summed
+    settlement: bytes32  # the capsule's digest of its release
 
 
 event ModelPosted:
@@ -70,6 +102,8 @@ event ModelPosted:
     bounty: uint256
     initial_error: uint256
     target_error: uint256
+    capsule: address
+    capsule_record: bytes32
 
 
 event GradientSubmitted:
@@ -77,6 +111,14 @@ event GradientSubmitted:
     round: indexed(uint256)
     submitter: indexed(address)
     cid: String[64]
+
+
+event RoundSettled:
+    model_id: indexed(uint256)
+    round: indexed(uint256)
+    settlement: bytes32
+    summed: uint256
+    late: uint256
 
 
 event RoundEvaluated:
@@ -103,7 +145,8 @@ event BountyWithdrawn:
 model_count: public(uint256)
 models: HashMap[uint256, Model]
 rounds: HashMap[uint256, HashMap[uint256, Round]]
-submitted: HashMap[uint256, HashMap[uint256, HashMap[address, bool]]]
+# an address's position among a round's submitters, counted from 1; 0 if it did not submit
+submitted: HashMap[uint256, HashMap[uint256, HashMap[address, uint256]]]
 
 
 @internal
@@ -120,14 +163,28 @@ def _check_cid(cid: String[64]):
 
 @external
 @payable
-def post_model(cid: String[64], initial_error: uint256, target_error: uint256) -> uint256:
+def post_model(
+    cid: String[64],
+    initial_error: uint256,
+    target_error: uint256,
+    capsule: address = empty(address),
+    capsule_record: bytes32 = empty(bytes32),
+) -> uint256:
     """
     @notice Post a model whose bounty is the ether sent; the caller becomes its owner.
+    @param capsule The address of the capsule's signing key, whose signature alone settles
+           the model's rounds; empty for a Hydrogen model.
+    @param capsule_record The SHA-256 fingerprint of the capsule's key record; empty exactly
+           when `capsule` is.
     @return The new model's id.
     """
     self._check_cid(cid)
     assert msg.value > 0, "bounty must be positive"
     assert target_error < initial_error, "target error must be below the initial error"
+    if capsule == empty(address):
+        assert capsule_record == empty(bytes32), "a capsule record needs a capsule"
+    else:
+        assert capsule_record != empty(bytes32), "a capsule needs its record's fingerprint"
     model_id: uint256 = self.model_count
     self.models[model_id] = Model(
         owner=msg.sender,
@@ -138,6 +195,8 @@ def post_model(cid: String[64], initial_error: uint256, target_error: uint256) -
         target_error=target_error,
         best_error=initial_error,
         current_round=0,
+        capsule=capsule,
+        capsule_record=capsule_record,
     )
     self.model_count = model_id + 1
     log ModelPosted(
@@ -147,6 +206,8 @@ def post_model(cid: String[64], initial_error: uint256, target_error: uint256) -
         bounty=msg.value,
         initial_error=initial_error,
         target_error=target_error,
+        capsule=capsule,
+        capsule_record=capsule_record,
     )
     return model_id
 
@@ -155,30 +216,94 @@ def post_model(cid: String[64], initial_error: uint256, target_error: uint256) -
 def submit_gradient(model_id: uint256, round: uint256, cid: String[64]):
     """
     @notice Submit the CID of an encrypted gradient for the model's current round; one per
-            address per round.
+            address per round, until the round is full or settled.
     """
     self._check_model(model_id)
     self._check_cid(cid)
     assert round == self.models[model_id].current_round, "not the model's current round"
-    assert not self.submitted[model_id][round][msg.sender], "already submitted this round"
-    assert len(self.rounds[model_id][round].submitters) < MAX_CONTRIBUTORS, "round is full"
-    self.submitted[model_id][round][msg.sender] = True
+    assert self.submitted[model_id][round][msg.sender] == 0, "already submitted this round"
+    assert not self.rounds[model_id][round].closed, "round closed"
+    count: uint256 = len(self.rounds[model_id][round].submitters)
+    assert count < MAX_CONTRIBUTORS, "round is full"
+    self.submitted[model_id][round][msg.sender] = count + 1
     self.rounds[model_id][round].submitters.append(msg.sender)
     self.rounds[model_id][round].cids.append(cid)
     log GradientSubmitted(model_id=model_id, round=round, submitter=msg.sender, cid=cid)
 
 
 @external
+def settle_round(
+    model_id: uint256,
+    round: uint256,
+    considered: uint256,
+    summed: DynArray[address, MAX_CONTRIBUTORS],
+    settlement: bytes32,
+    v: uint8,
+    r: bytes32,
+    s: bytes32,
+):
+    """
+    @notice Close a capsule model's current round on the capsule's signed settlement: the
+            round takes no more gradients and will pay `summed` only. Anyone may send it;
+            the signature, not the sender, authorises it.
+    @param considered How many of the round's first submitters the capsule read.
+    @param summed The addresses whose gradients the capsule summed, each among the first
+           `considered` submitters, none twice.
+    @param settlement The capsule's 32-byte digest of its release, stored and logged as is.
+    @param v The signature's recovery id (27 or 28), with `r` and `s` its two halves, over
+           keccak256(abi_encode(SETTLEMENT_TAG, chain.id, self, model_id, round, considered,
+           summed, settlement)) by the model's capsule key.
+    """
+    self._check_model(model_id)
+    capsule: address = self.models[model_id].capsule
+    assert capsule != empty(address), "the model has no capsule"
+    assert round == self.models[model_id].current_round, "not the model's current round"
+    assert not self.rounds[model_id][round].closed, "round already closed"
+    submitters: uint256 = len(self.rounds[model_id][round].submitters)
+    assert considered <= submitters, "considered exceeds the round's submitters"
+    assert len(summed) > 0, "a settlement sums at least one gradient"
+    seen: uint256 = 0  # bit i set: the submitter at position i is in summed
+    for payee: address in summed:
+        position: uint256 = self.submitted[model_id][round][payee]
+        assert position != 0 and position <= considered, "summed address not considered"
+        bit: uint256 = 1 << position
+        assert seen & bit == 0, "summed address repeated"
+        seen |= bit
+    digest: bytes32 = keccak256(
+        abi_encode(
+            SETTLEMENT_TAG, chain.id, self, model_id, round, considered, summed, settlement
+        )
+    )
+    signer: address = ecrecover(digest, v, r, s)
+    assert signer == capsule, "settlement not signed by the model's capsule"
+    self.rounds[model_id][round].closed = True
+    self.rounds[model_id][round].considered = considered
+    self.rounds[model_id][round].payees = summed
+    self.rounds[model_id][round].settlement = settlement
+    log RoundSettled(
+        model_id=model_id,
+        round=round,
+        settlement=settlement,
+        summed=len(summed),
+        late=submitters - considered,
+    )
+
+
+@external
 def evaluate_round(model_id: uint256, round: uint256, cid: String[64], error: uint256):
     """
     @notice Record the model the round's gradients produced (its CID) and its error, and open
-            the next round. Owner only.
+            the next round. Owner only; a capsule model's round must be settled first.
     """
     self._check_model(model_id)
     assert msg.sender == self.models[model_id].owner, "only the model's owner may evaluate"
     self._check_cid(cid)
     assert round == self.models[model_id].current_round, "not the model's current round"
-    assert len(self.rounds[model_id][round].submitters) > 0, "no gradients in this round"
+    if self.models[model_id].capsule == empty(address):
+        assert len(self.rounds[model_id][round].submitters) > 0, "no gradients in this round"
+    else:
+        assert self.rounds[model_id][round].closed, "round not settled by the capsule"
+        assert len(self.rounds[model_id][round].payees) > 0, "no gradients in this round"
     best: uint256 = self.models[model_id].best_error
     improved: bool = error < best
     self.rounds[model_id][round].evaluated = True
@@ -190,6 +315,16 @@ def evaluate_round(model_id: uint256, round: uint256, cid: String[64], error: ui
         self.models[model_id].cid = cid
     self.models[model_id].current_round = round + 1
     log RoundEvaluated(model_id=model_id, round=round, cid=cid, error=error, improved=improved)
+
+
+@internal
+@view
+def _payees(model_id: uint256, round: uint256) -> DynArray[address, MAX_CONTRIBUTORS]:
+    # A Hydrogen round pays all its submitters; copying them into `payees` would cost
+    # ~20k gas an address, so they are read where they are.
+    if self.models[model_id].capsule == empty(address):
+        return self.rounds[model_id][round].submitters
+    return self.rounds[model_id][round].payees
 
 
 @internal
@@ -219,14 +354,15 @@ def round_payout(model_id: uint256, round: uint256) -> uint256:
 @nonreentrant
 def pay_round(model_id: uint256, round: uint256):
     """
-    @notice Pay an evaluated round's contributors their equal shares of what the round is
-            owed. Owner only; once per round; a round without improvement pays nothing.
+    @notice Pay an evaluated round's payees (a Hydrogen round's submitters, a capsule round's
+            summed addresses) their equal shares of what the round is owed. Owner only; once
+            per round; a round without improvement pays nothing.
     """
     self._check_model(model_id)
     assert msg.sender == self.models[model_id].owner, "only the model's owner may pay"
     owed: uint256 = self._owed(model_id, round)
     assert not self.rounds[model_id][round].paid, "round already paid"
-    contributors: DynArray[address, MAX_CONTRIBUTORS] = self.rounds[model_id][round].submitters
+    contributors: DynArray[address, MAX_CONTRIBUTORS] = self._payees(model_id, round)
     share: uint256 = owed // len(contributors)
     total: uint256 = share * len(contributors)
     remaining: uint256 = self.models[model_id].remaining
@@ -261,7 +397,7 @@ def withdraw_bounty(model_id: uint256):
 def model_info(model_id: uint256) -> Model:
     """
     @notice Everything about a model: owner, best model's CID, bounty, escrow left, errors,
-            current round.
+            current round, capsule and its record's fingerprint (both empty for Hydrogen).
     """
     self._check_model(model_id)
     return self.models[model_id]
@@ -318,3 +454,33 @@ def round_result(model_id: uint256, round: uint256) -> (String[64], uint256, boo
     """
     r: Round = self.rounds[model_id][round]
     return r.model_cid, r.error, r.evaluated, r.paid
+
+
+@external
+@view
+def payees(model_id: uint256, round: uint256) -> DynArray[address, MAX_CONTRIBUTORS]:
+    """
+    @notice Whom pay_round pays: a Hydrogen round's submitters, a capsule round's summed
+            addresses (none until it is settled).
+    """
+    self._check_model(model_id)
+    return self._payees(model_id, round)
+
+
+@external
+@view
+def round_settlement(model_id: uint256, round: uint256) -> (bool, uint256, bytes32):
+    """
+    @notice A round's settlement: whether it is closed to gradients (a capsule round once
+            settled, a Hydrogen round once evaluated), how many submitters the capsule
+            considered and its settlement digest (0 and empty for a Hydrogen round).
+    @dev    A Hydrogen round is not marked closed in storage: evaluate_round moves its model
+            to the next round, which already refuses gradients for it, and the flag would
+            cost its evaluation ~20k gas.
+    """
+    self._check_model(model_id)
+    return (
+        self.rounds[model_id][round].closed or self.rounds[model_id][round].evaluated,
+        self.rounds[model_id][round].considered,
+        self.rounds[model_id][round].settlement,
+    )
