@@ -178,7 +178,12 @@ def _sonar(args: argparse.Namespace) -> int:
     """Run the Sonar platform: ``om-teach sonar demo|up|down [options]``."""
     from om_teach.sonar import cli as sonar_cli
 
-    handlers = {"demo": sonar_cli.demo_main, "up": sonar_cli.up_main, "down": sonar_cli.down_main}
+    handlers = {
+        "demo": sonar_cli.demo_main,
+        "up": sonar_cli.up_main,
+        "down": sonar_cli.down_main,
+        "capsule": sonar_cli.capsule_main,
+    }
     return handlers[args.sonar_command](args.sonar_args)
 
 
@@ -256,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="the Hydrogen/Helium platform: demo, up, down (see om-teach sonar demo -h)",
     )
-    sonar.add_argument("sonar_command", choices=("demo", "up", "down"))
+    sonar.add_argument("sonar_command", choices=("demo", "up", "down", "capsule"))
     sonar.set_defaults(func=_sonar)
 
     doctor = commands.add_parser("doctor", help="check what the course needs on this machine")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -24,6 +25,19 @@ def write_notebook(path: Path, *sources: str, parameters: str = "seed = 0") -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+def require_anvil() -> Path:
+    """The anvil binary; skips the test where it is not installed, and fails under CI, where
+    the setup must have installed it."""
+    from om_teach.sonar.chain import find_anvil
+
+    try:
+        return find_anvil()
+    except FileNotFoundError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"anvil is not installed: {error}")
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 
 from om_teach.crypto.paillier import EncryptedVector, generate_keypair
 from om_teach.sonar import mine as mine_module
-from om_teach.sonar.chain import find_anvil
 from om_teach.sonar.cli import demo_main, down_main, format_table
 from om_teach.sonar.contract import ContractRevert
 from om_teach.sonar.model import (
@@ -39,6 +38,8 @@ from om_teach.sonar.platform import (
 )
 from om_teach.sonar.scientist import RoundRecord
 from om_teach.storage import DirectoryStore, MemoryStore, TamperedContentError
+
+from .conftest import require_anvil
 
 KEY_BITS = 1024
 ROUNDS = 3
@@ -375,10 +376,7 @@ def _running(pid: int) -> bool:
 
 def test_separate_processes_equal_the_in_process_run(tmp_path):
     """Anvil, a folder store and 3 mine processes equal the in-process run; down() ends them all."""
-    try:
-        find_anvil()
-    except FileNotFoundError as error:
-        pytest.skip(f"anvil is not installed: {error}")
+    require_anvil()
     settings = replace(SMALL, mines=3)
     platform = Platform(tmp_path, settings)
     try:
@@ -417,17 +415,20 @@ def test_helium_in_process(noise_multiplier):
         assert 0 < records[0].epsilon < records[1].epsilon <= 10.0
 
 
-def test_helium_in_process_noise_follows_its_generator():
-    """The same seeded generator gives the same noisy rounds; another seed, other ones."""
+def test_helium_noise_is_seeded_only_insecurely():
+    """``insecure_seed`` repeats the noisy rounds and reports ε as ∞ (the scientist could
+    know the noise); without it the noise differs from run to run and ε is finite."""
 
-    def mses(seed: int) -> list[float]:
-        federation = in_process(
-            SMALL, helium=True, noise_multiplier=1.0, rng=np.random.default_rng(seed)
-        )
-        return [federation.run_round().mse for _ in range(2)]
+    def run(**options) -> list:
+        federation = in_process(SMALL, helium=True, noise_multiplier=1.0, **options)
+        return [federation.run_round() for _ in range(2)]
 
-    first = mses(7)
-    assert mses(7) == first and mses(8) != first
+    first = run(insecure_seed=7)
+    assert [r.mse for r in run(insecure_seed=7)] == [r.mse for r in first]
+    assert all(math.isinf(r.epsilon) for r in first)
+    unseeded = run()
+    assert [r.mse for r in unseeded] != [r.mse for r in run()]
+    assert all(math.isfinite(r.epsilon) for r in unseeded)
 
 
 def test_mine_loads_its_iid_share(tmp_path):

@@ -1,56 +1,71 @@
-"""The capsule (Sonar's Helium milestone): a separate process that holds the Paillier key pair
-and decrypts only each round's noised, aggregated gradient.
+"""The capsule (Sonar's Helium milestone): a separate process that holds the keys and releases
+only each round's noised sum, with a settlement it signs.
 
 In Hydrogen the data scientist holds the private key, so it could decrypt any mine's gradient
 on the public store. Helium moves the key into a capsule (OpenMined's roadmap: "improve
 security by trusted component with key ownership; tackle the differential privacy issue by
-shielding individual gradients from the data scientist"). Once per round the capsule reads the
-round's gradient CIDs and submitters from the ModelRepository contract itself, fetches the
-ciphertexts from the store itself, sums them homomorphically (Paillier, EUROCRYPT 1999), and
-decrypts only the sum, only when at least k distinct addresses contributed. It adds Gaussian
-noise N(0, (zC)²) per coordinate (DP-FedAvg: McMahan et al., ICLR 2018), C being the clip norm
-of the round's model bundle, and charges each release to a run budget accounted by RDP at
-δ = 1e-5 (Mironov, Talwar and Zhang, 2019). Every round takes all the mines that submit, with
-no sampling, so each release is accounted at sample_rate 1: the honest choice, which claims
-no amplification by sampling. The budget covers every model and round this capsule releases,
-since they may all be trained on the same mines' rows.
+shielding individual gradients from the data scientist"). The capsule publishes a key record
+(:mod:`om_teach.sonar.record`) whose SHA-256 fingerprint every mine is started with: mines take
+the Paillier key, the sealing key and the capsule's signing address from that record only, and
+refuse a model whose bundle or on-chain entry names another key or capsule. Each mine seals its
+Paillier ciphertext to the capsule with HPKE under the round's context and signs it with its
+own key (:mod:`om_teach.sonar.contribution`); the capsule's operator admits mines' signing
+keys (``om-teach sonar capsule admit``), the scientist and the chain do not.
+
+Once per round the capsule reads the round's CIDs and submitters from the contract itself,
+fetches the contributions from the store itself, and sums homomorphically (Paillier,
+EUROCRYPT 1999) those that are signed by the admitted key of the address that submitted them,
+open under that round's context, are well formed, and hold a ciphertext it never opened before
+(in any model or round). It decrypts the sum only when at least k contributions count, adds
+Gaussian noise N(0, (zC)²) per coordinate (DP-FedAvg: McMahan et al., ICLR 2018), C being the
+bundle's clip norm, charges the release to its ε budget (RDP at δ = 1e-5; Mironov, Talwar and
+Zhang, 2019; every mine that submits takes part, so sample rate 1: no amplification is
+claimed), and signs a settlement: the contributions it summed and those it excluded, each with
+a reason (invalid, duplicate, not admitted). The contract closes the round only on that
+signature (``ecrecover`` against the record's signer) and pays only the summed mines; a
+submission that lands after the capsule read the round is late and unpaid. All state (keys,
+admitted mines, opened ciphertexts, releases and ε) is durable in SQLite
+(:mod:`om_teach.sonar.capsule_state`), committed before a sum leaves the process.
 
 Threat model. Parties: mines (data owners), the data scientist, the store, the chain, the
-capsule.
+capsule, and whoever admits mines. The scientist may deviate: it writes the bundle, posts
+models, controls any number of addresses, may impersonate any address on a dev chain, and
+reads every byte on the store and chain.
 
-* The scientist learns only, per round, the noisy sum of at least k gradients, each (if its
-  mine is honest) clipped to L2 norm C. It never holds the private key: no route returns it,
-  and the capsule refuses any ciphertext handed to it, a second decryption of a round, and any
-  release the budget cannot afford. With z > 0 what all releases together reveal about any one
-  mine is (ε, δ)-bounded (user level), whoever the other contributors are.
-* The capsule learns each round's exact sum. It holds the private key and fetches every
-  ciphertext, so it COULD decrypt a single gradient: it is trusted to decrypt only sums. That
-  is Helium's trust assumption; secure aggregation (Bonawitz et al., CCS 2017) or a threshold
-  key shared among several parties would remove it. It is also trusted to add the noise and
-  account it honestly; its noise comes from numpy's generator, which is not
-  cryptographically secure.
-* The k threshold counts addresses. An adversary controlling k - 1 submitting addresses (a
-  Sybil) can isolate one mine's gradient in a sum: only the noise bounds what that reveals, so
-  z = 0 (the course's accuracy comparison) gives no protection against it. The capsule refuses
-  what it can detect: a CID submitted twice in a round or reused from a round already
-  aggregated, and a submission that claims to sum more than one encryption. A re-randomized
-  copy of another mine's ciphertext cannot be detected (Paillier is malleable).
+* Key substitution fails: a pinned mine encrypts only under the record's key.
+* Copies, re-randomisations, negations and combinations of a mine's contribution fail: only
+  the capsule can open a box, a box opens only under its own context, and only the admitted
+  key of the submitting address can sign for it. Extra addresses count for nothing unless
+  admitted.
+* k protects one release only. A scientist who colludes with k - 1 admitted mines can isolate
+  one mine's gradient in a sum; so can a scientist with no colluder, by differencing two
+  releases at the same weights whose contributors differ by one mine (re-posting the same
+  model when a mine drops out). Across releases only (ε, δ) bounds what is learnt about any
+  one mine, and only while the accounting counts every release: at z = 0 nothing does.
+* Still trusted: the capsule, which opens every contribution and so could decrypt a single
+  gradient, and which is trusted to add its noise and account it honestly (its noise is
+  numpy's PCG64 seeded from the OS, not a cryptographic generator); and whoever admits mines.
+  Admitted colluders can poison the model within ``max_abs`` and claim payouts. Secure
+  aggregation (Bonawitz et al., CCS 2017) or a threshold key would remove the trust in the
+  capsule.
 * Mines are trusted to clip to C; the capsule checks only each value against the layout's
-  max_abs. The chain and the store are untrusted for integrity: content whose CID does not
-  match, a ciphertext under another key, or one of the wrong layout is refused, naming it.
+  max_abs. The chain and store are untrusted for integrity: content whose CID does not match
+  is refused, naming it.
 
-The key, the budget and the set of decrypted rounds live only in this process: restarting it
-makes a new key, so old ciphertexts can no longer be decrypted at all; a new run's budget
-composes with the old run's releases, which the operator must add up.
+``insecure_accept_unsealed`` and ``insecure_seed`` exist only to show the attacks and to
+repeat a lesson's numbers: the first counts bare ciphertexts from any address (the capsule
+before sealing and admission), the second makes the noise predictable, so ε is reported as ∞.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -58,17 +73,27 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from phe import PaillierPublicKey
 
-from om_teach.crypto.paillier import DEFAULT_KEY_BITS, EncryptedVector, generate_keypair
+from om_teach.crypto.paillier import DEFAULT_KEY_BITS, EncryptedVector
 from om_teach.privacy.updates import noisy_sum
-from om_teach.sonar.model import ModelBundle
+from om_teach.sonar.capsule_state import CapsuleState
+from om_teach.sonar.contribution import (
+    Context,
+    InvalidContribution,
+    ciphertext_digest,
+    open_sealed,
+)
+from om_teach.sonar.model import ModelBundle, canonical_json
+from om_teach.sonar.record import KeyRecord, check_fingerprint
 
 if TYPE_CHECKING:
     from om_teach.sonar.contract import ModelRepository
+    from om_teach.sonar.scientist import RoundSum
     from om_teach.storage import ContentStore
 
 DELTA = 1e-5
@@ -76,13 +101,14 @@ SAMPLE_RATE = 1.0
 """Every mine that submits takes part in its round: no sampling, so no amplification."""
 NO_CIPHERTEXTS = "the capsule decrypts only round aggregates it fetches itself"
 MAX_BODY = 1 << 20
+SETTLEMENT_FORMAT = "om-teach/sonar-settlement/1"
 _AGGREGATE_ROUTE = re.compile(r"/models/(\d+)/rounds/(\d+)/aggregate/?")
 
 
 class CapsuleRefusal(Exception):
     """The capsule refused a request; ``status`` is the HTTP status it answers with
-    (400 bad input, 403 policy: too few contributors or over budget, 404 not found,
-    409 already decrypted)."""
+    (400 bad input, 403 policy: too few contributors, another capsule's model or over budget,
+    404 not found, 409 already released)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -91,100 +117,188 @@ class CapsuleRefusal(Exception):
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """What the capsule summed in a round and what it excluded, signed by the capsule.
+
+    ``document`` is canonical JSON; the contract checks ``signature`` over
+    :func:`~om_teach.sonar.contract.settlement_digest` of the summed addresses and the
+    document's SHA-256 (:attr:`digest`)."""
+
+    document: bytes
+    signature: bytes
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.document).digest()
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return json.loads(self.document)
+
+    @property
+    def summed(self) -> list[str]:
+        return [entry["mine"] for entry in self.content["summed"]]
+
+    @property
+    def excluded(self) -> list[dict[str, str]]:
+        """Each excluded contribution: ``mine``, ``cid``, ``reason`` and ``detail``."""
+        return self.content["excluded"]
+
+    def to_dict(self) -> dict[str, str]:
+        return {"document": self.document.decode(), "signature": self.signature.hex()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> Settlement:
+        return cls(data["document"].encode(), bytes.fromhex(data["signature"]))
+
+
+@dataclass(frozen=True)
 class Aggregate:
     """One round's release: the (noisy) sum of ``contributors`` gradients, the ε at δ = 1e-5
-    the capsule has spent so far in total after it, and the run's budget ``epsilon_total``
-    (both infinite when the noise is off)."""
+    spent so far in total after it and the budget ``epsilon_total`` (both infinite when the
+    noise is off or seeded), and the signed settlement."""
 
     sum: np.ndarray
     contributors: int
     epsilon_spent: float
     epsilon_total: float
+    settlement: Settlement
 
 
 class Capsule:
-    """The key holder: generates a Paillier key pair and releases round aggregates.
+    """The key holder: releases round aggregates from its durable ``state``.
 
     ``repository`` is the contract client the round's CIDs and submitters are read from,
-    ``store`` where their ciphertexts and the model bundles are fetched from. A round is
-    released only with at least ``min_contributors`` distinct submitters, with noise
-    ``noise_multiplier`` × the bundle's clip norm (0 turns noise and accounting off), and
-    while the ``budget`` (ε at δ = 1e-5) allows it.
+    ``store`` where contributions and model bundles are fetched from. k, z and the budget come
+    from the state's key record. Make a new capsule with :meth:`create`.
     """
 
     def __init__(
         self,
         repository: ModelRepository,
         store: ContentStore,
+        state: CapsuleState,
+        *,
+        insecure_seed: int | None = None,
+        insecure_accept_unsealed: bool = False,
+    ) -> None:
+        from om_teach.privacy.accounting import Budget
+
+        record = state.record
+        chain_id = repository.chain.web3.eth.chain_id
+        if (record.chain_id, record.contract.lower()) != (chain_id, repository.address.lower()):
+            raise ValueError(
+                f"the capsule serves contract {record.contract} on chain {record.chain_id}, "
+                f"not {repository.address} on chain {chain_id}"
+            )
+        self.repository = repository
+        self.store = store
+        self.state = state
+        self.insecure_accept_unsealed = insecure_accept_unsealed
+        self._seeded = insecure_seed is not None
+        seed = insecure_seed if self._seeded else secrets.randbits(128)
+        self._rng = np.random.default_rng(seed)
+        noisy = sum(release.noisy for release in state.releases())
+        history = [(record.noise_multiplier, SAMPLE_RATE, noisy)] if noisy else []
+        self.budget = Budget(epsilon=max(record.budget, 1e-12), delta=record.delta, history=history)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls,
+        repository: ModelRepository,
+        store: ContentStore,
+        data_dir: str | os.PathLike[str],
         *,
         key_bits: int = DEFAULT_KEY_BITS,
         min_contributors: int = 3,
         noise_multiplier: float = 1.0,
         budget: float = 10.0,
-        rng: np.random.Generator | None = None,
-    ) -> None:
-        from om_teach.privacy.accounting import Budget
-
-        if isinstance(min_contributors, bool) or not isinstance(min_contributors, int):
-            raise TypeError(
-                f"min_contributors must be an int, not {type(min_contributors).__name__}"
-            )
-        if min_contributors < 1:
-            raise ValueError(f"min_contributors must be at least 1, got {min_contributors}")
-        if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, int | float):
-            raise TypeError(
-                f"noise_multiplier must be a number, not {type(noise_multiplier).__name__}"
-            )
-        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-            raise ValueError(
-                f"noise_multiplier must be finite and non-negative, got {noise_multiplier}"
-            )
-        self.repository = repository
-        self.store = store
-        self.min_contributors = min_contributors
-        self.noise_multiplier = float(noise_multiplier)
-        self.budget = Budget(epsilon=budget, delta=DELTA)
-        self._rng = rng if rng is not None else np.random.default_rng()
-        self._public_key, self._private_key = generate_keypair(key_bits)
-        self._decrypted: set[tuple[int, int]] = set()
-        self._used_cids: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
+        **options: Any,
+    ) -> Capsule:
+        """A new capsule for ``repository``, its keys and record made in ``data_dir``;
+        ``options`` as for the constructor."""
+        _check_settings(min_contributors, noise_multiplier, budget)
+        state = CapsuleState.create(
+            data_dir,
+            chain_id=repository.chain.web3.eth.chain_id,
+            contract=repository.address,
+            key_bits=key_bits,
+            min_contributors=min_contributors,
+            noise_multiplier=noise_multiplier,
+            budget=budget,
+            delta=DELTA,
+        )
+        return cls(repository, store, state, **options)
 
     def __repr__(self) -> str:
         return (
-            f"<Capsule {self._public_key.n.bit_length()}-bit key, k={self.min_contributors}, "
-            f"z={self.noise_multiplier:g}, epsilon {self.epsilon_spent:.4g}/"
-            f"{self.epsilon_total:g}>"
+            f"<Capsule {self.fingerprint[:16]}... {self.public_key.n.bit_length()}-bit key, "
+            f"k={self.min_contributors}, z={self.noise_multiplier:g}, epsilon "
+            f"{self.epsilon_spent:.4g}/{self.epsilon_total:g}, {len(self.admitted)} mines admitted>"
         )
+
+    @property
+    def record(self) -> KeyRecord:
+        """The key record mines pin by its :attr:`fingerprint`."""
+        return self.state.record
+
+    @property
+    def fingerprint(self) -> str:
+        return self.state.record.fingerprint
 
     @property
     def public_key(self) -> PaillierPublicKey:
         """The key mines encrypt their gradients under (the private key never leaves)."""
-        return self._public_key
+        return self.state.paillier_private_key.public_key
+
+    @property
+    def min_contributors(self) -> int:
+        return self.record.min_contributors
+
+    @property
+    def noise_multiplier(self) -> float:
+        return self.record.noise_multiplier
+
+    @property
+    def admitted(self) -> list[str]:
+        """The addresses of the admitted mines."""
+        with self._lock:
+            return sorted(self.state.admitted())
+
+    def admit(self, address: str, verify_key: str) -> None:
+        """Admit a mine: the address it submits from and its Ed25519 key (hex)."""
+        with self._lock:
+            self.state.admit(address, verify_key)
 
     @property
     def epsilon_spent(self) -> float:
-        """ε at δ = 1e-5 spent by every release so far (infinite when the noise is off)."""
-        return math.inf if self._noiseless else self.budget.spent
+        """ε at δ = 1e-5 of every release so far (infinite when the noise is off or seeded)."""
+        return math.inf if self._no_guarantee else self.budget.spent
 
     @property
     def epsilon_total(self) -> float:
-        """The run's budget (infinite when the noise is off: there is no guarantee)."""
-        return math.inf if self._noiseless else self.budget.epsilon
+        """The budget (infinite when the noise is off or seeded: there is no guarantee)."""
+        return math.inf if self._no_guarantee else self.record.budget
 
     @property
     def decrypted_rounds(self) -> list[tuple[int, int]]:
         """The (model, round) pairs already released, in order."""
-        return sorted(self._decrypted)
+        with self._lock:
+            return sorted((r.model_id, r.round) for r in self.state.releases())
 
     @property
     def _noiseless(self) -> bool:
         return self.noise_multiplier == 0
 
+    @property
+    def _no_guarantee(self) -> bool:
+        return self._noiseless or self._seeded
+
     def aggregate(self, model_id: int, round: int) -> Aggregate:
-        """Release the noisy sum of round ``round`` of model ``model_id``, or raise
-        :class:`CapsuleRefusal` saying why not, having recorded and spent nothing (except that
-        a sum that fails to decrypt still uses up its round)."""
+        """Release the noisy sum of round ``round`` of model ``model_id`` with its signed
+        settlement, or raise :class:`CapsuleRefusal` saying why not, having recorded and spent
+        nothing."""
         for name, value in (("model_id", model_id), ("round", round)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise CapsuleRefusal(f"{name} must be a non-negative int, got {value!r}")
@@ -192,117 +306,169 @@ class Capsule:
             return self._aggregate(model_id, round)
 
     def _aggregate(self, model_id: int, round: int) -> Aggregate:
-        if (model_id, round) in self._decrypted:
+        if self.state.released(model_id, round):
             raise CapsuleRefusal(
-                f"round {round} of model {model_id} was already decrypted: the capsule "
+                f"round {round} of model {model_id} was already released: the capsule "
                 "decrypts each round once",
                 409,
             )
-        current = self._current_round(model_id, round)
-        cids, submitters = self._round_submissions(model_id, round)
-        bundle = self._bundle(model_id, round, current)
-        clip_norm = bundle.clip_norm
+        self._check_model(model_id, round)
+        bundle = self._bundle(model_id, round)
         if not self._noiseless:
             cost = self.budget.cost(noise_multiplier=self.noise_multiplier, sample_rate=SAMPLE_RATE)
-            if cost > self.budget.epsilon:
+            if cost > self.record.budget:
                 raise CapsuleRefusal(
                     f"releasing round {round} of model {model_id} would bring epsilon to "
-                    f"{cost:.4g}, over the budget of {self.budget.epsilon:g} at delta={DELTA:g} "
-                    f"({self.budget.spent:.4g} spent); refused",
+                    f"{cost:.4g}, over the budget of {self.record.budget:g} at delta="
+                    f"{DELTA:g} ({self.budget.spent:.4g} spent); refused",
                     403,
                 )
-        vectors = [
-            self._ciphertext(cid, submitter, bundle)
-            for cid, submitter in zip(cids, submitters, strict=True)
-        ]
+        cids = self.repository.gradient_cids(model_id, round)
+        submitters = self.repository.submitters(model_id, round)
+        # Both arrays grow together: their common prefix pairs CIDs with submitters even if a
+        # submission landed between the two reads. What lands later is late: the contract
+        # pays only what the settlement sums.
+        considered = list(zip(cids, submitters, strict=False))
+        summed, excluded, vectors, digests = [], [], [], []
+        admitted = self.state.admitted()
+        for cid, submitter in considered:
+            try:
+                vector = self._contribution(cid, submitter, model_id, round, bundle, admitted)
+            except _Excluded as exclusion:
+                excluded.append({"mine": submitter, "cid": cid, **exclusion.entry})
+                continue
+            digest = ciphertext_digest(vector)
+            if digest in digests or self.state.opened_before([digest]):
+                excluded.append(
+                    {
+                        "mine": submitter,
+                        "cid": cid,
+                        "reason": "duplicate",
+                        "detail": "a ciphertext the capsule has opened before",
+                    }
+                )
+                continue
+            summed.append({"mine": submitter, "cid": cid})
+            vectors.append(vector)
+            digests.append(digest)
+        if len(vectors) < self.min_contributors:
+            reasons = "; ".join(f"{e['mine']}: {e['reason']} ({e['detail']})" for e in excluded)
+            raise CapsuleRefusal(
+                f"round {round} of model {model_id} has {len(vectors)} valid contribution(s) "
+                f"from admitted mines, fewer than the {self.min_contributors} the capsule "
+                f"requires to decrypt a sum" + (f"; excluded: {reasons}" if reasons else ""),
+                403,
+            )
         if len(vectors) > bundle.max_summands:
             raise CapsuleRefusal(
                 f"round {round} has {len(vectors)} gradients, more than the bundle's "
                 f"max_summands {bundle.max_summands}: their sum could overflow"
             )
-        self._decrypted.add((model_id, round))
-        for cid in cids:
-            self._used_cids[cid] = (model_id, round)
         try:
-            total = EncryptedVector.sum(vectors).decrypt(self._private_key)
+            total = EncryptedVector.sum(vectors).decrypt(self.state.paillier_private_key)
         except ValueError as error:
             raise CapsuleRefusal(f"the sum of round {round} does not decrypt: {error}") from error
         if self._noiseless:
-            return Aggregate(total, len(vectors), math.inf, math.inf)
-        noisy = noisy_sum(
-            total, clip_norm=clip_norm, noise_multiplier=self.noise_multiplier, rng=self._rng
+            released, spent = total, math.inf
+        else:
+            released = noisy_sum(
+                total, clip_norm=bundle.clip_norm, noise_multiplier=self.noise_multiplier,
+                rng=self._rng,
+            )  # fmt: skip
+            spent = self.budget.cost(
+                noise_multiplier=self.noise_multiplier, sample_rate=SAMPLE_RATE
+            )
+        settlement = self._settle(model_id, round, len(considered), summed, excluded, spent)
+        self.state.record_release(
+            model_id,
+            round,
+            digests=digests,
+            noisy=not self._noiseless,
+            epsilon=None if self._noiseless else spent,
+            settlement=canonical_json(settlement.to_dict()),
         )
-        spent = self.budget.spend(noise_multiplier=self.noise_multiplier, sample_rate=SAMPLE_RATE)
-        return Aggregate(noisy, len(vectors), spent, self.budget.epsilon)
+        if not self._noiseless:
+            self.budget.spend(noise_multiplier=self.noise_multiplier, sample_rate=SAMPLE_RATE)
+        return Aggregate(released, len(vectors), self.epsilon_spent, self.epsilon_total, settlement)
 
-    def _current_round(self, model_id: int, round: int) -> int:
+    def _settle(
+        self,
+        model_id: int,
+        round: int,
+        considered: int,
+        summed: list[dict[str, str]],
+        excluded: list[dict[str, str]],
+        spent: float,
+    ) -> Settlement:
+        from om_teach.sonar.contract import settlement_digest
+
+        record = self.record
+        document = canonical_json(
+            {
+                "format": SETTLEMENT_FORMAT,
+                "capsule": record.fingerprint,
+                "chain_id": record.chain_id,
+                "contract": record.contract,
+                "model_id": model_id,
+                "round": round,
+                "considered": considered,
+                "summed": summed,
+                "excluded": excluded,
+                "epsilon": None if self._no_guarantee else spent,
+            }
+        )
+        digest = settlement_digest(
+            record.chain_id,
+            record.contract,
+            model_id,
+            round,
+            considered,
+            [entry["mine"] for entry in summed],
+            hashlib.sha256(document).digest(),
+        )
+        signature = self.state.signer.unsafe_sign_hash(digest).signature
+        return Settlement(document, bytes(signature))
+
+    def _check_model(self, model_id: int, round: int) -> None:
         from om_teach.sonar.contract import ContractRevert
 
         try:
-            current = self.repository.current_round(model_id)
+            model = self.repository.model(model_id)
         except ContractRevert as error:
             raise CapsuleRefusal(f"model {model_id}: {error.reason}", 404) from error
-        if round > current:
+        if model.capsule is None or model.capsule.lower() != self.record.signer.lower():
             raise CapsuleRefusal(
-                f"round {round} of model {model_id} has not opened (the current round is "
-                f"{current})",
-                404,
-            )
-        return current
-
-    def _round_submissions(self, model_id: int, round: int) -> tuple[list[str], list[str]]:
-        cids = self.repository.gradient_cids(model_id, round)
-        submitters = self.repository.submitters(model_id, round)
-        # Both arrays grow together in each submission: their common prefix pairs CIDs with
-        # submitters even if a submission landed between the two reads.
-        count = min(len(cids), len(submitters))
-        cids, submitters = list(cids[:count]), list(submitters[:count])
-        distinct = len(set(submitters))
-        if distinct < self.min_contributors:
-            raise CapsuleRefusal(
-                f"round {round} of model {model_id} has {distinct} distinct submitter(s), fewer "
-                f"than the {self.min_contributors} the capsule requires to decrypt a sum",
+                f"model {model_id} is bound on chain to capsule {model.capsule}, not to this "
+                f"one ({self.record.signer}): its settlements could not close its rounds",
                 403,
             )
-        if distinct < count:
-            raise CapsuleRefusal(f"round {round} of model {model_id} repeats a submitter")
-        if len(set(cids)) < count:
-            duplicate = next(cid for cid in cids if cids.count(cid) > 1)
+        if model.capsule_record != self.fingerprint:
             raise CapsuleRefusal(
-                f"CID {duplicate} is submitted more than once in round {round}: a copied "
-                "ciphertext would isolate one mine's gradient"
+                f"model {model_id} names capsule record {model.capsule_record}, not this "
+                f"capsule's {self.fingerprint}",
+                403,
             )
-        for cid in cids:
-            if cid in self._used_cids:
-                used_model, used_round = self._used_cids[cid]
-                raise CapsuleRefusal(
-                    f"CID {cid} was already aggregated in round {used_round} of model "
-                    f"{used_model}: a replayed ciphertext would isolate one mine's gradient"
-                )
-        return cids, submitters
+        if round != model.current_round:
+            status = 409 if round < model.current_round else 404
+            raise CapsuleRefusal(
+                f"round {round} of model {model_id} is not open (the current round is "
+                f"{model.current_round})",
+                status,
+            )
 
-    def _bundle_cid(self, model_id: int, round: int, current: int) -> str:
-        """The model round ``round`` trains: the one the previous round produced, or the
-        posted model for round 0 (the model's CID until a round is evaluated, then only in
-        its ``ModelPosted`` event)."""
-        if round > 0:
-            return self.repository.round_result(model_id, round - 1).cid
-        if current == 0:
-            return self.repository.model_cid(model_id)
-        posted = self.repository.events("ModelPosted", model_id=model_id)
-        return posted[0].args["cid"]
+    def _bundle(self, model_id: int, round: int) -> ModelBundle:
+        from om_teach.sonar.mine import round_model_cid
 
-    def _bundle(self, model_id: int, round: int, current: int) -> ModelBundle:
-        cid = self._bundle_cid(model_id, round, current)
+        cid = round_model_cid(self.repository, model_id, round)
         what = f"the model bundle {cid} of round {round}"
         try:
             bundle = ModelBundle.from_bytes(self._fetch(cid, what))
         except (TypeError, ValueError) as error:
             raise CapsuleRefusal(f"{what} is not a valid model bundle: {error}") from error
-        if bundle.public_key_n != self._public_key.n:
+        if bundle.public_key_n not in (None, self.public_key.n):
             raise CapsuleRefusal(
-                f"{what} names a public key that is not the capsule's: its mines encrypt "
-                "under another key, which the capsule cannot and will not decrypt"
+                f"{what} names a Paillier key that is not the capsule's: in Helium the bundle "
+                "chooses no key"
             )
         if bundle.round != round:
             raise CapsuleRefusal(f"{what} says it is round {bundle.round}, not {round}")
@@ -320,44 +486,78 @@ class Capsule:
         except ValueError as error:
             raise CapsuleRefusal(f"{what}: malformed CID {cid!r}: {error}") from error
 
-    def _ciphertext(self, cid: str, submitter: str, bundle: ModelBundle) -> EncryptedVector:
-        what = f"the gradient {cid} of {submitter}"
-        data = _json_object(self._fetch(cid, what), what)
+    def _contribution(
+        self,
+        cid: str,
+        submitter: str,
+        model_id: int,
+        round: int,
+        bundle: ModelBundle,
+        admitted: dict[str, Any],
+    ) -> EncryptedVector:
+        """The ciphertext of one submission, or :class:`_Excluded` saying why it does not count."""
         try:
-            vector = EncryptedVector.from_dict(data, public_key=self._public_key)
-        except (TypeError, ValueError) as error:
-            if "different public key" in str(error):
-                raise CapsuleRefusal(
-                    f"{what} is encrypted under another public key, not the capsule's"
-                ) from error
-            raise CapsuleRefusal(f"{what} is not a valid encrypted vector: {error}") from error
-        expected = bundle.n_features + 1
-        if vector.length != expected:
-            raise CapsuleRefusal(
-                f"{what} has {vector.length} values; the model needs {expected} (one per "
-                "weight, and the bias)"
+            data = self._fetch(cid, f"the contribution {cid} of {submitter}")
+        except CapsuleRefusal as refusal:
+            raise _Excluded("invalid", refusal.message) from None
+        if self.insecure_accept_unsealed:
+            try:
+                vector = EncryptedVector.from_dict(json.loads(data), public_key=self.public_key)
+            except (UnicodeDecodeError, ValueError, TypeError) as error:
+                raise _Excluded("invalid", f"not a ciphertext under the key: {error}") from None
+        else:
+            if submitter not in admitted:
+                raise _Excluded("not admitted", "its address has no admitted signing key")
+            context = Context(
+                chain_id=self.record.chain_id,
+                contract=self.record.contract,
+                model_id=model_id,
+                round=round,
+                mine=submitter,
             )
+            try:
+                vector = open_sealed(
+                    data,
+                    context,
+                    sealing_key=self.state.sealing_key,
+                    verify_key=admitted[submitter],
+                    public_key=self.public_key,
+                )
+            except InvalidContribution as error:
+                raise _Excluded("invalid", str(error)) from None
+        expected = bundle.n_features + 1
         layout = vector.layout
         declared = (layout.precision, layout.max_abs, layout.max_summands)
         wanted = (bundle.precision, bundle.max_abs, bundle.max_summands)
+        if vector.length != expected:
+            raise _Excluded("invalid", f"{vector.length} values; the model needs {expected}")
         if declared != wanted:
-            raise CapsuleRefusal(
-                f"{what} has layout (precision, max_abs, max_summands) = {declared}, but the "
-                f"model bundle says {wanted}"
+            raise _Excluded(
+                "invalid", f"layout (precision, max_abs, max_summands) {declared}, not {wanted}"
             )
         if vector.count != 1:
-            raise CapsuleRefusal(f"{what} claims to sum {vector.count} encryptions, not one")
+            raise _Excluded("invalid", f"claims to sum {vector.count} encryptions, not one")
         return vector
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CapsuleRefusal(f"{what} is not JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise CapsuleRefusal(f"{what} is not a JSON object")
-    return value
+class _Excluded(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.entry = {"reason": reason, "detail": detail}
+
+
+def _check_settings(min_contributors: object, noise_multiplier: object, budget: object) -> None:
+    if isinstance(min_contributors, bool) or not isinstance(min_contributors, int):
+        raise TypeError(f"min_contributors must be an int, not {type(min_contributors).__name__}")
+    if min_contributors < 1:
+        raise ValueError(f"min_contributors must be at least 1, got {min_contributors}")
+    for name, value in (("noise_multiplier", noise_multiplier), ("budget", budget)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and non-negative, got {value}")
+    if noise_multiplier > 0 and not budget > 0:
+        raise ValueError(f"a noisy capsule needs a positive budget, got {budget}")
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -371,28 +571,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         capsule = self.server.capsule
-        if self.path == "/public-key":
-            self._reply(200, {"n": str(capsule.public_key.n)})
+        if self.path == "/record":
+            self._reply_bytes(200, capsule.record.to_bytes())
         elif self.path == "/status":
             self._reply(
                 200,
                 {
+                    "fingerprint": capsule.fingerprint,
                     "min_contributors": capsule.min_contributors,
                     "noise_multiplier": capsule.noise_multiplier,
                     "epsilon_spent": _finite_or_none(capsule.epsilon_spent),
                     "epsilon_total": _finite_or_none(capsule.epsilon_total),
                     "decrypted_rounds": capsule.decrypted_rounds,
+                    "admitted": capsule.admitted,
                 },
             )
         else:
-            self._reply(404, {"error": f"no route GET {self.path}: try /public-key or /status"})
+            self._reply(404, {"error": f"no route GET {self.path}: try /record or /status"})
 
     def do_POST(self) -> None:
         body = self._body()
         if body is None:
             return
         route = _AGGREGATE_ROUTE.fullmatch(self.path)
-        if route is None or b"ciphertext" in body.lower():
+        if route is None or b"ciphertext" in body.lower() or b"sealed" in body.lower():
             self._reply(400, {"error": NO_CIPHERTEXTS})
             return
         if body.strip() not in (b"", b"{}"):
@@ -414,6 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "contributors": result.contributors,
                 "epsilon_spent": _finite_or_none(result.epsilon_spent),
                 "epsilon_total": _finite_or_none(result.epsilon_total),
+                "settlement": result.settlement.to_dict(),
             },
         )
 
@@ -435,7 +638,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
+        self._reply_bytes(status, json.dumps(payload).encode())
+
+    def _reply_bytes(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -462,11 +667,11 @@ class CapsuleServer(ThreadingHTTPServer):
 
 
 class CapsuleClient:
-    """The data scientist's side of the capsule: its public key and round aggregates.
+    """The data scientist's side of the capsule: its key record and round aggregates.
 
     ``aggregate`` has the signature of the scientist's aggregators; the ε of the last release
     is kept in :attr:`last_epsilon_spent` and :attr:`last_epsilon_total` (infinite when the
-    capsule's noise is off).
+    capsule's noise is off or seeded).
     """
 
     def __init__(self, url: str, *, timeout: float = 120.0) -> None:
@@ -480,31 +685,38 @@ class CapsuleClient:
     def __repr__(self) -> str:
         return f"CapsuleClient({self.url!r})"
 
-    def public_key(self) -> PaillierPublicKey:
-        """The capsule's Paillier public key."""
-        n = self._request("GET", "/public-key")["n"]
-        return PaillierPublicKey(int(n))
+    def record(self, fingerprint: str | None = None) -> KeyRecord:
+        """The capsule's key record, checked against ``fingerprint`` when one is given."""
+        from om_teach.sonar.record import fetch_record
+
+        if fingerprint is not None:
+            return fetch_record(self.url, fingerprint, timeout=self.timeout)
+        return KeyRecord.from_bytes(self._request("GET", "/record", raw=True))
 
     def status(self) -> dict[str, Any]:
-        """The capsule's settings, ε spent and released rounds."""
+        """The capsule's settings, ε spent, released rounds and admitted mines."""
         return self._request("GET", "/status")
 
-    def aggregate(self, model_id: int, round: int) -> tuple[np.ndarray, int]:
-        """The round's noisy gradient sum and how many gradients it sums; CapsuleRefusal if
-        the capsule refuses."""
+    def aggregate(self, model_id: int, round: int) -> RoundSum:
+        """The round's noisy gradient sum, its contributors and the capsule's settlement;
+        CapsuleRefusal if the capsule refuses."""
+        from om_teach.sonar.scientist import RoundSum
+
         reply = self._request("POST", f"/models/{int(model_id)}/rounds/{int(round)}/aggregate")
         spent, total = reply["epsilon_spent"], reply["epsilon_total"]
         self.last_epsilon_spent = math.inf if spent is None else float(spent)
         self.last_epsilon_total = math.inf if total is None else float(total)
-        return np.asarray(reply["sum"], dtype=float), int(reply["contributors"])
+        settlement = Settlement.from_dict(reply["settlement"])
+        return RoundSum(np.asarray(reply["sum"], dtype=float), tuple(settlement.summed), settlement)
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
-        data = body if body is not None else (b"" if method == "POST" else None)
+    def _request(self, method: str, path: str, *, raw: bool = False) -> Any:
+        data = b"" if method == "POST" else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                body = response.read()
+                return body if raw else json.loads(body)
         except urllib.error.HTTPError as error:
             try:
                 message = json.loads(error.read())["error"]
@@ -516,54 +728,111 @@ class CapsuleClient:
             raise ConnectionError(f"no capsule answers at {self.url}: {reason}") from error
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run a capsule: connect to the chain and the store, make the key, serve until SIGTERM.
-
-    Prints one JSON line ``{"url": ..., "pid": ...}`` on stdout once it is ready.
-    """
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m om_teach.sonar.capsule",
-        description="Sonar's capsule: the Paillier key holder that releases only noisy round sums.",
+        prog="om-teach sonar capsule",
+        description="Sonar's capsule: the key holder that releases only noisy round sums.",
     )
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--rpc-url", required=True, help="the chain's JSON-RPC URL")
-    parser.add_argument("--contract", required=True, help="the ModelRepository's address")
-    where = parser.add_mutually_exclusive_group(required=True)
+    commands = parser.add_subparsers(dest="command", required=True)
+    chain = argparse.ArgumentParser(add_help=False)
+    chain.add_argument("--data", type=Path, required=True, help="the capsule's state folder")
+    chain.add_argument("--rpc-url", required=True, help="the chain's JSON-RPC URL")
+    chain.add_argument("--contract", required=True, help="the ModelRepository's address")
+
+    init = commands.add_parser("init", parents=[chain], help="make the keys and key record")
+    init.add_argument("--budget", type=float, default=10.0, help="epsilon at delta=1e-5")
+    init.add_argument("--noise-multiplier", type=float, default=1.0, help="0 turns noise off")
+    init.add_argument("--min-contributors", type=int, default=3, help="k")
+    init.add_argument("--key-bits", type=int, default=DEFAULT_KEY_BITS)
+
+    serve = commands.add_parser("serve", parents=[chain], help="serve the capsule over HTTP")
+    serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    where = serve.add_mutually_exclusive_group(required=True)
     where.add_argument("--store", help="a directory store's folder")
     where.add_argument("--ipfs-api", help="an IPFS daemon's API multiaddr")
-    parser.add_argument("--budget", type=float, default=10.0, help="epsilon at delta=1e-5")
-    parser.add_argument("--noise-multiplier", type=float, default=1.0, help="0 turns noise off")
-    parser.add_argument("--min-contributors", type=int, default=3)
-    parser.add_argument("--key-bits", type=int, default=DEFAULT_KEY_BITS)
-    args = parser.parse_args(argv)
+    serve.add_argument("--fingerprint", help="refuse to start unless the state is this capsule")
+    serve.add_argument(
+        "--insecure-seed", type=int, help="seed the noise (for lessons only): ε is reported as ∞"
+    )
 
+    admit = commands.add_parser("admit", help="admit a mine: its address and signing key")
+    admit.add_argument("--data", type=Path, required=True, help="the capsule's state folder")
+    admit.add_argument("address", help="the address the mine submits from")
+    admit.add_argument("verify_key", help="the mine's Ed25519 public key, 64 hex digits")
+
+    show = commands.add_parser("show", help="print the key record, fingerprint and releases")
+    show.add_argument("--data", type=Path, required=True, help="the capsule's state folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``om-teach sonar capsule init|serve|admit|show``. ``serve`` prints one JSON line
+    ``{"url": ..., "pid": ..., "fingerprint": ...}`` once it is ready, and serves until
+    SIGTERM."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from om_teach.sonar.capsule_state import StateMismatch
+
+    try:
+        if args.command == "admit":
+            state = CapsuleState.open(args.data)
+            state.admit(args.address, args.verify_key)
+            print(f"admitted {args.address} to capsule {state.record.fingerprint}")
+            return 0
+        if args.command == "show":
+            state = CapsuleState.open(args.data)
+            print(f"fingerprint {state.record.fingerprint}")
+            print(state.record.to_bytes().decode())
+            print(f"admitted: {' '.join(sorted(state.admitted())) or 'none'}")
+            for release in state.releases():
+                print(f"released model {release.model_id} round {release.round}: "
+                      f"epsilon {release.epsilon}")  # fmt: skip
+            return 0
+        return _serve_or_init(args)
+    except (ConnectionError, ValueError, TypeError, OSError, StateMismatch) as error:
+        print(f"om-teach sonar capsule {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _serve_or_init(args: argparse.Namespace) -> int:
     from om_teach.sonar.chain import Chain
     from om_teach.sonar.contract import ModelRepository
     from om_teach.storage import DirectoryStore, IpfsStore
 
-    try:
-        repository = ModelRepository.at(Chain.connect(args.rpc_url), args.contract)
-        store = DirectoryStore(args.store) if args.store else IpfsStore(args.ipfs_api)
-        capsule = Capsule(
-            repository,
-            store,
+    repository = ModelRepository.at(Chain.connect(args.rpc_url), args.contract)
+    chain_id = repository.chain.web3.eth.chain_id
+    if args.command == "init":
+        _check_settings(args.min_contributors, args.noise_multiplier, args.budget)
+        state = CapsuleState.create(
+            args.data,
+            chain_id=chain_id,
+            contract=repository.address,
             key_bits=args.key_bits,
             min_contributors=args.min_contributors,
             noise_multiplier=args.noise_multiplier,
             budget=args.budget,
+            delta=DELTA,
         )
-        server = CapsuleServer(capsule, args.port)
-    except (ConnectionError, ValueError, TypeError, OSError) as error:
-        parser.exit(2, f"capsule: {error}\n")
+        print(state.record.fingerprint)
+        return 0
+    fingerprint = None if args.fingerprint is None else check_fingerprint(args.fingerprint)
+    state = CapsuleState.open(
+        args.data, fingerprint=fingerprint, chain_id=chain_id, contract=repository.address
+    )
+    store = DirectoryStore(args.store) if args.store else IpfsStore(args.ipfs_api)
+    capsule = Capsule(repository, store, state, insecure_seed=args.insecure_seed)
+    server = CapsuleServer(capsule, args.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(json.dumps({"url": server.url, "pid": os.getpid()}), flush=True)
+    ready = {"url": server.url, "pid": os.getpid(), "fingerprint": capsule.fingerprint}
+    print(json.dumps(ready), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,8 @@
   platform that ``up`` started, it runs the rounds there and leaves the processes up.
 - ``up``: start the processes and leave them running; their PIDs go to the run folder.
 - ``down``: stop the processes recorded in the run folder, from any shell.
+- ``capsule init|serve|admit|show``: run a Helium capsule by hand, as its operator
+  (:func:`om_teach.sonar.capsule.main`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ FAILURES = (
 
 
 def format_table(records: list[RoundRecord]) -> str:
-    """One row per round: validation MSE, contributors, ε, total paid, gas of the owner's calls."""
+    """One row per round: validation MSE, mines summed and excluded, ε, total paid, gas of the
+    owner's calls (settling is Helium's)."""
     header = (
-        f"{'round':>5}  {'val MSE':>9}  {'mines':>5}  {'epsilon':>8}  {'paid (ETH)':>11}  "
-        f"{'gas evaluate':>12}  {'gas pay':>8}"
+        f"{'round':>5}  {'val MSE':>9}  {'mines':>5}  {'excluded':>8}  {'epsilon':>8}  "
+        f"{'paid (ETH)':>11}  {'gas settle':>10}  {'gas evaluate':>12}  {'gas pay':>8}"
     )
     rows = [header, "-" * len(header)]
     for r in records:
@@ -49,8 +52,9 @@ def format_table(records: list[RoundRecord]) -> str:
         else:
             epsilon = "inf" if math.isinf(r.epsilon) else f"{r.epsilon:.3f}"
         rows.append(
-            f"{r.round:>5}  {r.mse:>9.5f}  {len(r.contributors):>5}  {epsilon:>8}  "
-            f"{sum(r.payouts_eth.values()):>11.6f}  {r.gas['evaluate_round']:>12}  "
+            f"{r.round:>5}  {r.mse:>9.5f}  {len(r.contributors):>5}  {len(r.excluded):>8}  "
+            f"{epsilon:>8}  {sum(r.payouts_eth.values()):>11.6f}  "
+            f"{r.gas.get('settle_round', '-'):>10}  {r.gas['evaluate_round']:>12}  "
             f"{r.gas['pay_round']:>8}"
         )
     return "\n".join(rows)
@@ -140,6 +144,13 @@ def up_main(argv: list[str] | None = None) -> int:
     count = len(platform.processes) + (platform.node is not None)
     print(f"{count} processes up; stop them with: om-teach sonar down --run-dir {args.run_dir}")
     return 0
+
+
+def capsule_main(argv: list[str] | None = None) -> int:
+    """``om-teach sonar capsule``: make, serve, admit mines to, or show a capsule."""
+    from om_teach.sonar.capsule import main
+
+    return main(argv)
 
 
 def down_main(argv: list[str] | None = None) -> int:

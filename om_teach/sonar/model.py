@@ -2,7 +2,8 @@
 
 A round's model travels as a :class:`ModelBundle`, canonical JSON bytes in the content store
 (format ``om-teach/sonar-model/1``): the weights and bias, and what a mine needs to encrypt its
-gradient so that the gradients add up: the Paillier public key's n, the fixed-point precision,
+gradient so that the gradients add up: the Paillier public key's n (null in Helium, where a mine
+takes every key from the capsule's pinned record, never from the bundle), the fixed-point precision,
 ``max_abs`` (= the clip norm C) and ``max_summands`` (= the number of mines). Each mine sends
 the gradient of the mean squared error on its own rows, ``[dL/dw_1 .. dL/dw_d, dL/db]``, clipped
 to L2 norm C; the scientist steps ``w -= learning_rate * sum / count``. With equal-size shards
@@ -159,7 +160,7 @@ class ModelBundle:
 
     weights: tuple[float, ...]
     bias: float
-    public_key_n: int
+    public_key_n: int | None
     precision: float
     max_abs: float
     max_summands: int
@@ -176,7 +177,7 @@ class ModelBundle:
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "bias", _number("bias", self.bias))
         n = self.public_key_n
-        if isinstance(n, bool) or not isinstance(n, int) or n < 3 or n % 2 == 0:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 3 or n % 2 == 0):
             raise ValueError(f"bundle field 'public_key_n' must be an odd modulus, got {n!r}")
         for name in ("precision", "max_abs", "clip_norm", "learning_rate"):
             object.__setattr__(self, name, _number(name, getattr(self, name), positive=True))
@@ -224,7 +225,7 @@ class ModelBundle:
             "format": FORMAT,
             "weights": list(self.weights),
             "bias": self.bias,
-            "public_key_n": str(self.public_key_n),
+            "public_key_n": None if self.public_key_n is None else str(self.public_key_n),
             "precision": self.precision,
             "max_abs": self.max_abs,
             "max_summands": self.max_summands,
@@ -253,11 +254,13 @@ class ModelBundle:
         if raw["format"] != FORMAT:
             raise ValueError(f"unknown model format {raw['format']!r}, expected {FORMAT!r}")
         n = raw["public_key_n"]
-        if not (isinstance(n, str) and n.isascii() and n.isdigit()):
-            raise ValueError(f"bundle field 'public_key_n' must be a decimal string: {n!r:.40}")
+        if n is not None and not (isinstance(n, str) and n.isascii() and n.isdigit()):
+            raise ValueError(
+                f"bundle field 'public_key_n' must be a decimal string or null: {n!r:.40}"
+            )
         if not isinstance(raw["weights"], list):
             raise TypeError(
                 f"bundle field 'weights' must be a list, not {type(raw['weights']).__name__}"
             )
         fields = {name: raw[name] for name in FIELDS if name != "format"}
-        return cls(**{**fields, "public_key_n": int(n)})
+        return cls(**{**fields, "public_key_n": None if n is None else int(n)})

@@ -3,13 +3,17 @@
 - :func:`run_in_process`: every party in one process on eth-tester and a :class:`MemoryStore`,
   the mines as objects stepped in turn before each round (a notebook's first walkthrough, and
   the fast tests). Hydrogen by default (the scientist holds the key); ``helium=True`` puts the
-  key in a :class:`~om_teach.sonar.capsule.Capsule` object in this same process.
+  key in a :class:`~om_teach.sonar.capsule.Capsule` object in this same process, admits each
+  mine's signing key to it, and pins every mine to its key record.
 - :class:`Platform`: anvil (or ``rpc_url``), a :class:`DirectoryStore` folder (or
   ``ipfs_api``), the capsule process for Helium (``python -m om_teach.sonar.capsule``) and one
-  ``python -m om_teach.sonar.mine`` process per data owner. :meth:`Platform.up` starts them,
-  :meth:`Platform.demo` runs the scientist's rounds, :meth:`Platform.down` stops every process
-  it started, by PID. The PIDs are also written to ``state.json`` in the run folder, so
-  :func:`down` (``om-teach sonar down``) stops them from another shell.
+  ``python -m om_teach.sonar.mine`` process per data owner. In Helium the platform plays the
+  capsule's operator too: it makes the capsule's state folder, gives each mine a signing key
+  file, admits those keys, and starts each mine with the capsule's fingerprint.
+  :meth:`Platform.up` starts them, :meth:`Platform.demo` runs the scientist's rounds,
+  :meth:`Platform.down` stops every process it started, by PID. The PIDs are also written to
+  ``state.json`` in the run folder, so :func:`down` (``om-teach sonar down``) stops them from
+  another shell.
 
 The data: the diabetes training rows (:func:`om_teach.data.load_diabetes`) dealt iid to the
 mines (:func:`om_teach.data.iid`); the scientist evaluates on the validation rows. Each mine
@@ -33,6 +37,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +48,7 @@ import numpy as np
 from om_teach.sonar.chain import AnvilNode, Chain
 from om_teach.sonar.contract import ModelRepository, compile_contract
 from om_teach.sonar.mine import Mine
-from om_teach.sonar.scientist import LocalKeyAggregator, RoundRecord, Scientist
+from om_teach.sonar.scientist import LocalKeyAggregator, RoundRecord, RoundSum, Scientist
 from om_teach.storage import ContentStore, DirectoryStore, IpfsStore, MemoryStore
 
 if TYPE_CHECKING:
@@ -85,6 +90,7 @@ class Federation:
     store: ContentStore
     scientist: Scientist
     mines: list[Mine]
+    capsule: Any = None
     failures: list[tuple[int, str, Exception]] = field(default_factory=list)
 
     def run_round(self, *, timeout: float = 0.5) -> RoundRecord:
@@ -107,13 +113,11 @@ class CapsuleAggregator:
         self.capsule = capsule
         self.last_epsilon_spent: float | None = None
 
-    def public_key(self) -> Any:
-        return self.capsule.public_key
-
-    def aggregate(self, model_id: int, round: int) -> tuple[np.ndarray, int]:
+    def aggregate(self, model_id: int, round: int) -> RoundSum:
         release = self.capsule.aggregate(model_id, round)
         self.last_epsilon_spent = release.epsilon_spent
-        return release.sum, release.contributors
+        settlement = release.settlement
+        return RoundSum(release.sum, tuple(settlement.summed), settlement)
 
 
 def in_process(
@@ -124,28 +128,54 @@ def in_process(
     noise_multiplier: float = 0.0,
     budget: float = 10.0,
     min_contributors: int = 3,
-    rng: np.random.Generator | None = None,
+    insecure_seed: int | None = None,
+    pinned: bool = True,
+    sealed: bool = True,
+    capsule_dir: str | os.PathLike[str] | None = None,
+    extra_accounts: int = 0,
+    chain: Chain | None = None,
 ) -> Federation:
     """A posted model and its mines on eth-tester and ``store`` (a new MemoryStore by
-    default), ready for rounds. ``helium`` puts the key in a capsule (imports opacus, so torch)
-    that adds noise ``noise_multiplier`` × C against ``budget``, drawn from ``rng`` (a seeded
-    generator makes a lesson's numbers repeatable; a real capsule's noise must be secret)."""
+    default), ready for rounds.
+
+    ``helium`` puts the key in a capsule (imports opacus, so torch) whose state lives in
+    ``capsule_dir`` (a temporary folder by default) and that adds noise ``noise_multiplier``
+    × C against ``budget``; ``insecure_seed`` repeats a lesson's noise (ε is then reported as
+    ∞). ``pinned=False`` (mines take the key the bundle names) and ``sealed=False`` (bare
+    ciphertexts, counted from any address) switch the defences off, to show the attacks.
+    ``extra_accounts`` funds addresses that are not mines, for an attacker; ``chain`` replaces
+    eth-tester (an anvil chain, say) and must have enough accounts."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from om_teach.sonar.contribution import verify_key_hex
+
     shards, split = owner_rows(settings)
-    chain = Chain.embedded(accounts=settings.mines + 1)
+    if chain is None:
+        chain = Chain.embedded(accounts=settings.mines + 1 + extra_accounts)
     repository = ModelRepository.deploy(chain)
     store = MemoryStore() if store is None else store
+    mine_accounts = chain.accounts[1 : settings.mines + 1]
+    keys = [Ed25519PrivateKey.generate() for _ in mine_accounts]
+    capsule, record = None, None
     if helium:
         from om_teach.sonar.capsule import Capsule
 
-        capsule = Capsule(
+        if capsule_dir is None:
+            capsule_dir = tempfile.mkdtemp(prefix="om-teach-capsule-")
+        capsule = Capsule.create(
             repository,
             store,
+            capsule_dir,
             key_bits=settings.key_bits,
             min_contributors=min_contributors,
             noise_multiplier=noise_multiplier,
             budget=budget,
-            rng=rng,
+            insecure_seed=insecure_seed,
+            insecure_accept_unsealed=not sealed,
         )
+        for account, key in zip(mine_accounts, keys, strict=True):
+            capsule.admit(account, verify_key_hex(key))
+        record = capsule.record
         aggregator: Any = CapsuleAggregator(capsule)
     else:
         aggregator = LocalKeyAggregator(repository, store, key_bits=settings.key_bits)
@@ -156,13 +186,25 @@ def in_process(
         account=chain.accounts[0],
         X_val=split.X_val,
         y_val=split.y_val,
+        capsule=record,
+        public_key_n=capsule.public_key.n if capsule is not None and not pinned else None,
     )
     model_id = _post(scientist, settings)
     mines = [
-        Mine(X, y, repository=repository, store=store, account=account, model_id=model_id)
-        for (X, y), account in zip(shards, chain.accounts[1:], strict=True)
+        Mine(
+            X,
+            y,
+            repository=repository,
+            store=store,
+            account=account,
+            model_id=model_id,
+            capsule=record if pinned else None,
+            signing_key=key,
+            seal=sealed,
+        )
+        for (X, y), account, key in zip(shards, mine_accounts, keys, strict=True)
     ]
-    return Federation(chain, repository, store, scientist, mines)
+    return Federation(chain, repository, store, scientist, mines, capsule)
 
 
 def run_in_process(
@@ -279,6 +321,7 @@ class Platform:
         self.repository: ModelRepository | None = None
         self.store: ContentStore | None = None
         self.capsule_url: str | None = None
+        self.fingerprint: str | None = None
         self.processes: list[tuple[str, subprocess.Popen]] = []
         self.model_id = 0
         self._split: Split | None = None
@@ -330,39 +373,25 @@ class Platform:
         self.model_id = self.repository.model_count()
         common = ["--rpc-url", self.rpc_url, "--contract", self.repository.address]
         common += self._store_args()
+        mine_keys = [self.run_dir / f"mine-{i + 1}.key" for i in range(settings.mines)]
         if self.helium:
-            capsule = self._spawn(
-                "capsule",
-                [
-                    "-m", "om_teach.sonar.capsule", *common,
-                    "--budget", str(self.budget),
-                    "--noise-multiplier", str(self.noise_multiplier),
-                    "--min-contributors", str(self.min_contributors),
-                    "--key-bits", str(settings.key_bits),
-                ],
-                stdout=subprocess.PIPE,
-            )  # fmt: skip
-            ready, _, _ = select.select([capsule.stdout], [], [], self.ready_timeout)
-            line = capsule.stdout.readline() if ready else b""
-            if not line:
-                raise RuntimeError(
-                    f"the capsule did not start within {self.ready_timeout} s; "
-                    f"see {self.run_dir / 'capsule.log'}"
-                )
-            self.capsule_url = json.loads(line)["url"]
+            self._start_capsule(common, mine_keys)
         abi = self.run_dir / "abi.json"
         abi.write_text(json.dumps(compile_contract()[0]))
         common += ["--abi", str(abi)]
         shards, self._split = owner_rows(settings)
+        if self.helium:
+            common += ["--capsule", self.fingerprint, "--capsule-url", self.capsule_url]
         for i, (X, y) in enumerate(shards):
             rows = self.run_dir / f"mine-{i + 1}.npz"
             np.savez(rows, X=X, y=y)
             ready = self.run_dir / f"mine-{i + 1}.ready"
             ready.unlink(missing_ok=True)
+            key = ["--key", str(mine_keys[i])] if self.helium else []
             self._spawn(
                 f"mine-{i + 1}",
                 [
-                    "-m", "om_teach.sonar.mine", *common,
+                    "-m", "om_teach.sonar.mine", *common, *key,
                     "--model-id", str(self.model_id),
                     "--account-index", str(i + 1),
                     "--rows", str(rows),
@@ -372,6 +401,48 @@ class Platform:
             )  # fmt: skip
         self._write_state()
         self._wait_ready()
+
+    def _start_capsule(self, common: list[str], mine_keys: list[Path]) -> None:
+        """As the capsule's operator: make its keys, admit each mine's signing key (made here,
+        mode 0600), and start it; its ready line gives its URL and fingerprint."""
+        from om_teach.sonar.capsule import DELTA
+        from om_teach.sonar.capsule_state import CapsuleState
+        from om_teach.sonar.contribution import load_signing_key, verify_key_hex
+
+        state = CapsuleState.create(
+            self.run_dir / "capsule",
+            chain_id=self.chain.web3.eth.chain_id,
+            contract=self.repository.address,
+            key_bits=self.settings.key_bits,
+            min_contributors=self.min_contributors,
+            noise_multiplier=self.noise_multiplier,
+            budget=self.budget,
+            delta=DELTA,
+        )
+        try:
+            for i, path in enumerate(mine_keys):
+                path.unlink(missing_ok=True)
+                key = verify_key_hex(load_signing_key(path, create=True))
+                state.admit(self.chain.accounts[i + 1], key)
+            self.fingerprint = state.record.fingerprint
+        finally:
+            state.close()
+        capsule = self._spawn(
+            "capsule",
+            [
+                "-m", "om_teach.sonar.capsule", "serve", *common,
+                "--data", str(self.run_dir / "capsule"), "--fingerprint", self.fingerprint,
+            ],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        ready, _, _ = select.select([capsule.stdout], [], [], self.ready_timeout)
+        line = capsule.stdout.readline() if ready else b""
+        if not line:
+            raise RuntimeError(
+                f"the capsule did not start within {self.ready_timeout} s; "
+                f"see {self.run_dir / 'capsule.log'}"
+            )
+        self.capsule_url = json.loads(line)["url"]
 
     def _write_state(self) -> None:
         processes = [
@@ -385,6 +456,7 @@ class Platform:
             "contract": self.repository.address,
             "ipfs_api": self.ipfs_api,
             "capsule_url": self.capsule_url,
+            "capsule": self.fingerprint,
             "helium": self.helium,
             "model_id": self.model_id,
             "settings": asdict(self.settings),
@@ -417,6 +489,7 @@ class Platform:
             else DirectoryStore(platform.run_dir / "store")
         )
         platform.capsule_url = state["capsule_url"]
+        platform.fingerprint = state["capsule"]
         platform.model_id = state["model_id"]
         _, platform._split = owner_rows(platform.settings)
         return platform
@@ -439,10 +512,12 @@ class Platform:
         """The data scientist of this platform, with the capsule or its own key as aggregator."""
         if self.repository is None:
             raise RuntimeError("start the platform first: Platform.up()")
+        record = None
         if self.helium:
             from om_teach.sonar.capsule import CapsuleClient
 
             aggregator: Any = CapsuleClient(self.capsule_url)
+            record = aggregator.record(self.fingerprint)
         else:
             aggregator = LocalKeyAggregator(
                 self.repository, self.store, key_bits=self.settings.key_bits
@@ -454,6 +529,7 @@ class Platform:
             account=self.chain.accounts[0],
             X_val=self._split.X_val,
             y_val=self._split.y_val,
+            capsule=record,
         )
 
     def demo(

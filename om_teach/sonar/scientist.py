@@ -6,15 +6,18 @@ fails only if none did: a crashed mine costs its round its gradient and nothing 
 aggregator sum and decrypt the round's encrypted gradients; steps the model by
 ``learning_rate * sum / count``; evaluates it on the scientist's own validation rows; stores the
 new bundle, records it and its error on chain (``evaluate_round``) and pays the round
-(``pay_round``). The submitters on chain only grow, and aggregators read them in order, so the
-round's first ``count`` submitters are the ones summed; the contract pays everyone who
-submitted before ``evaluate_round`` closed the round, so a mine that lands between the
-aggregation and the evaluation is paid without being summed (closing a round before
-aggregating it would need a change to the contract). Anything wrong with a submission (a
-malformed CID, tampered content, a ciphertext under another key) raises before the round is
-recorded, naming the CID.
+(``pay_round``).
 
-An aggregator has one method, ``aggregate(model_id, round) -> (sum_vector, count)``:
+In Helium the model is bound on chain to the capsule (its signing address and key record
+fingerprint) and its bundle names no key. The capsule's release comes with a signed
+settlement, which the scientist sends first (``settle_round``): the round then takes no more
+gradients and pays only the mines the capsule summed; a bad submission is excluded with its
+reason instead of blocking the round, and a late one is not paid. In Hydrogen the contract
+pays everyone who submitted before ``evaluate_round`` closed the round, and anything wrong
+with a submission (a malformed CID, tampered content, a ciphertext under another key) raises
+before the round is recorded, naming the CID.
+
+An aggregator has one method, ``aggregate(model_id, round) -> RoundSum``:
 :class:`LocalKeyAggregator` (Hydrogen: the scientist's own Paillier key pair) or
 ``om_teach.sonar.capsule.CapsuleClient`` (Helium: a separate key-holder process).
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from phe import PaillierPrivateKey, PaillierPublicKey
@@ -39,15 +42,29 @@ from phe import PaillierPrivateKey, PaillierPublicKey
 from om_teach.crypto.paillier import EncryptedVector, generate_keypair
 from om_teach.sonar.contract import ModelRepository
 from om_teach.sonar.model import ModelBundle, mse
+from om_teach.sonar.record import KeyRecord
 from om_teach.storage import ContentStore, parse_cid
 
+if TYPE_CHECKING:
+    from om_teach.sonar.capsule import Settlement
+
 WEI_PER_ETH = 10**18
+
+
+@dataclass(frozen=True)
+class RoundSum:
+    """What an aggregator hands back: the decrypted (noisy) sum, the addresses it sums, and
+    in Helium the capsule's signed settlement."""
+
+    sum: np.ndarray
+    contributors: tuple[str, ...]
+    settlement: Settlement | None = None
 
 
 class Aggregator(Protocol):
     """Sums a round's encrypted gradients and hands back only the decrypted sum."""
 
-    def aggregate(self, model_id: int, round: int) -> tuple[np.ndarray, int]: ...
+    def aggregate(self, model_id: int, round: int) -> RoundSum: ...
 
 
 def fetch_gradients(
@@ -98,25 +115,30 @@ class LocalKeyAggregator:
     def public_key_n(self) -> int:
         return self.public_key.n
 
-    def aggregate(self, model_id: int, round: int) -> tuple[np.ndarray, int]:
-        """The decrypted sum of the round's gradients and how many mines it sums."""
+    def aggregate(self, model_id: int, round: int) -> RoundSum:
+        """The decrypted sum of the round's gradients and the mines it sums."""
         vectors = fetch_gradients(self.repository, self.store, self.public_key, model_id, round)
         if not vectors:
             raise ValueError(f"round {round} of model {model_id} has no gradients to aggregate")
-        return EncryptedVector.sum(vectors).decrypt(self._private_key), len(vectors)
+        submitters = self.repository.submitters(model_id, round)[: len(vectors)]
+        total = EncryptedVector.sum(vectors).decrypt(self._private_key)
+        return RoundSum(total, tuple(submitters))
 
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What one round did: its validation MSE, who contributed, who was paid, and the cost.
+    """What one round did: its validation MSE, who contributed, who was excluded and why, who
+    was paid, and the cost.
 
     ``epsilon`` is the ε at δ = 1e-5 the capsule has spent so far (infinite with its noise
-    off), None in Hydrogen, which adds no noise; ``seconds`` splits the round's wall time.
+    off or seeded), None in Hydrogen, which adds no noise; ``excluded`` maps each submitter
+    the capsule did not sum to its reason (Helium only); ``seconds`` splits the wall time.
     """
 
     round: int
     mse: float
     contributors: tuple[str, ...]
+    excluded: dict[str, str]
     payouts_eth: dict[str, float]
     gas: dict[str, int]
     epsilon: float | None
@@ -136,6 +158,7 @@ class Scientist:
         account: str,
         X_val: np.ndarray,
         y_val: np.ndarray,
+        capsule: KeyRecord | None = None,
         public_key_n: int | None = None,
     ) -> None:
         self.repository = repository
@@ -144,12 +167,14 @@ class Scientist:
         self.account = account
         self.X_val = np.asarray(X_val, dtype=float)
         self.y_val = np.asarray(y_val, dtype=float)
-        if public_key_n is None:
+        self.capsule = capsule
+        if capsule is None and public_key_n is None:
             public_key_n = getattr(aggregator, "public_key_n", None)
-        if public_key_n is None and callable(getattr(aggregator, "public_key", None)):
-            public_key_n = aggregator.public_key().n
-        if isinstance(public_key_n, bool) or not isinstance(public_key_n, int):
-            raise TypeError("pass public_key_n: the aggregator does not say which key it holds")
+            if isinstance(public_key_n, bool) or not isinstance(public_key_n, int):
+                raise TypeError(
+                    "pass public_key_n (Hydrogen) or capsule (Helium): the aggregator does "
+                    "not say which key it holds"
+                )
         self.public_key_n = public_key_n
         self.model_id: int | None = None
         self.bundle: ModelBundle | None = None
@@ -165,7 +190,8 @@ class Scientist:
         precision: float = 1e-6,
         target_error: float = 0.0,
     ) -> int:
-        """Store the zero model for ``mines`` data owners and post it with ``bounty_wei``."""
+        """Store the zero model for ``mines`` data owners and post it with ``bounty_wei``,
+        bound to the capsule in Helium."""
         if isinstance(mines, bool) or not isinstance(mines, int) or mines < 1:
             raise ValueError(f"mines must be a positive int, got {mines!r}")
         self.bundle = ModelBundle(
@@ -186,6 +212,8 @@ class Scientist:
             initial_error=self.evaluate(self.bundle),
             target_error=target_error,
             sender=self.account,
+            capsule=None if self.capsule is None else self.capsule.signer,
+            capsule_record=None if self.capsule is None else self.capsule.fingerprint,
         )
         self.expected_mines = mines
         return self.model_id
@@ -222,9 +250,28 @@ class Scientist:
         start = time.perf_counter()
         self.wait_for_submissions(round, timeout=timeout, poll=poll)
         waited = time.perf_counter()
-        total, count = self.aggregator.aggregate(self.model_id, round)
+        result = self.aggregator.aggregate(self.model_id, round)
         aggregated = time.perf_counter()
-        new = self.bundle.stepped(np.asarray(total, dtype=float) / count)
+        gas = {}
+        excluded = {}
+        if result.settlement is not None:
+            settlement = result.settlement
+            considered = settlement.content["considered"]
+            settled = self.repository.settle_round(
+                self.model_id,
+                round,
+                considered=considered,
+                summed=list(result.contributors),
+                settlement=settlement.digest,
+                signature=settlement.signature,
+                sender=self.account,
+            )
+            gas["settle_round"] = settled.gas_used
+            excluded = {e["mine"]: e["reason"] for e in settlement.excluded}
+            late = self.repository.submitters(self.model_id, round)[considered:]
+            excluded |= dict.fromkeys(late, "late")
+        count = len(result.contributors)
+        new = self.bundle.stepped(np.asarray(result.sum, dtype=float) / count)
         error = self.evaluate(new)
         cid = self.store.put(new.to_bytes())
         evaluated = self.repository.evaluate_round(
@@ -235,13 +282,14 @@ class Scientist:
         return RoundRecord(
             round=round,
             mse=error,
-            contributors=tuple(self.repository.submitters(self.model_id, round)[:count]),
+            contributors=tuple(result.contributors),
+            excluded=excluded,
             payouts_eth={
                 e.args["to"]: e.args["amount"] / WEI_PER_ETH
                 for e in paid.events
                 if e.name == "Paid"
             },
-            gas={"evaluate_round": evaluated.gas_used, "pay_round": paid.gas_used},
+            gas=gas | {"evaluate_round": evaluated.gas_used, "pay_round": paid.gas_used},
             epsilon=getattr(self.aggregator, "last_epsilon_spent", None),
             model_cid=cid,
             seconds={
