@@ -1,4 +1,5 @@
-"""om_teach.sonar.capsule: the Helium key holder, its refusals, its exclusions, its HTTP API.
+"""om_teach.sonar.capsule, capsule_http and capsule_cli: the Helium key holder, its refusals, its
+exclusions, its HTTP API, its commands.
 
 Small fake mines seal and sign Paillier-encrypted gradients and submit them through the real
 contract on eth-tester, into a memory store, as the design's formats say; the capsule must
@@ -28,14 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from om_teach.crypto.paillier import EncryptedVector, generate_keypair
 from om_teach.privacy.accounting import epsilon
 from om_teach.privacy.updates import clip
-from om_teach.sonar.capsule import (
-    NO_CIPHERTEXTS,
-    Capsule,
-    CapsuleClient,
-    CapsuleRefusal,
-    CapsuleServer,
-    main,
-)
+from om_teach.sonar.capsule import Capsule, CapsuleRefusal
+from om_teach.sonar.capsule_cli import main
+from om_teach.sonar.capsule_http import NO_CIPHERTEXTS, CapsuleClient, CapsuleServer
 from om_teach.sonar.capsule_state import CapsuleState, StateMismatch
 from om_teach.sonar.chain import Chain
 from om_teach.sonar.contract import ModelRepository
@@ -552,9 +548,9 @@ def test_cli_init_admit_show_and_errors(tmp_path, repo, capsys):
 
 
 def start_capsule(folder, chain, repo, store_root) -> tuple[subprocess.Popen, CapsuleClient]:
-    """``python -m om_teach.sonar.capsule serve`` on anvil and a directory store; its ready
+    """``python -m om_teach.sonar.capsule_cli serve`` on anvil and a directory store; its ready
     line names its URL, PID and fingerprint."""
-    command = [sys.executable, "-m", "om_teach.sonar.capsule", "serve", "--data", str(folder)]
+    command = [sys.executable, "-m", "om_teach.sonar.capsule_cli", "serve", "--data", str(folder)]
     command += ["--rpc-url", chain.node.url, "--contract", repo.address]
     command += ["--store", str(store_root)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

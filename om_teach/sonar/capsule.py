@@ -25,7 +25,9 @@ a reason (invalid, duplicate, not admitted). The contract closes the round only 
 signature (``ecrecover`` against the record's signer) and pays only the summed mines; a
 submission that lands after the capsule read the round is late and unpaid. All state (keys,
 admitted mines, opened ciphertexts, releases and ε) is durable in SQLite
-(:mod:`om_teach.sonar.capsule_state`), committed before a sum leaves the process.
+(:mod:`om_teach.sonar.capsule_state`), committed before a sum leaves the process. The capsule
+answers over HTTP (:mod:`om_teach.sonar.capsule_http`) and its operator runs it with
+``om-teach sonar capsule`` (:mod:`om_teach.sonar.capsule_cli`).
 
 Threat model. Parties: mines (data owners), the data scientist, the store, the chain, the
 capsule, and whoever admits mines. The scientist may deviate: it writes the bundle, posts
@@ -59,21 +61,13 @@ before sealing and admission), the second makes the noise predictable, so ε is 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import os
-import re
 import secrets
-import signal
-import sys
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,20 +83,16 @@ from om_teach.sonar.contribution import (
     open_sealed,
 )
 from om_teach.sonar.model import ModelBundle, canonical_json
-from om_teach.sonar.record import KeyRecord, check_fingerprint
+from om_teach.sonar.record import KeyRecord
 
 if TYPE_CHECKING:
     from om_teach.sonar.contract import ModelRepository
-    from om_teach.sonar.scientist import RoundSum
     from om_teach.storage import ContentStore
 
 DELTA = 1e-5
 SAMPLE_RATE = 1.0
 """Every mine that submits takes part in its round: no sampling, so no amplification."""
-NO_CIPHERTEXTS = "the capsule decrypts only round aggregates it fetches itself"
-MAX_BODY = 1 << 20
 SETTLEMENT_FORMAT = "om-teach/sonar-settlement/1"
-_AGGREGATE_ROUTE = re.compile(r"/models/(\d+)/rounds/(\d+)/aggregate/?")
 
 
 class CapsuleRefusal(Exception):
@@ -218,7 +208,7 @@ class Capsule:
     ) -> Capsule:
         """A new capsule for ``repository``, its keys and record made in ``data_dir``;
         ``options`` as for the constructor."""
-        _check_settings(min_contributors, noise_multiplier, budget)
+        check_settings(min_contributors, noise_multiplier, budget)
         state = CapsuleState.create(
             data_dir,
             chain_id=repository.chain.web3.eth.chain_id,
@@ -546,7 +536,8 @@ class _Excluded(Exception):
         self.entry = {"reason": reason, "detail": detail}
 
 
-def _check_settings(min_contributors: object, noise_multiplier: object, budget: object) -> None:
+def check_settings(min_contributors: object, noise_multiplier: object, budget: object) -> None:
+    """TypeError or ValueError naming the first of k, z and the budget that a capsule cannot use."""
     if isinstance(min_contributors, bool) or not isinstance(min_contributors, int):
         raise TypeError(f"min_contributors must be an int, not {type(min_contributors).__name__}")
     if min_contributors < 1:
@@ -558,281 +549,3 @@ def _check_settings(min_contributors: object, noise_multiplier: object, budget: 
             raise ValueError(f"{name} must be finite and non-negative, got {value}")
     if noise_multiplier > 0 and not budget > 0:
         raise ValueError(f"a noisy capsule needs a positive budget, got {budget}")
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """The capsule's routes; everything else is refused."""
-
-    server: CapsuleServer
-
-    def do_GET(self) -> None:
-        capsule = self.server.capsule
-        if self.path == "/record":
-            self._reply_bytes(200, capsule.record.to_bytes())
-        elif self.path == "/status":
-            self._reply(
-                200,
-                {
-                    "fingerprint": capsule.fingerprint,
-                    "min_contributors": capsule.min_contributors,
-                    "noise_multiplier": capsule.noise_multiplier,
-                    "epsilon_spent": _finite_or_none(capsule.epsilon_spent),
-                    "epsilon_total": _finite_or_none(capsule.epsilon_total),
-                    "decrypted_rounds": capsule.decrypted_rounds,
-                    "admitted": capsule.admitted,
-                },
-            )
-        else:
-            self._reply(404, {"error": f"no route GET {self.path}: try /record or /status"})
-
-    def do_POST(self) -> None:
-        body = self._body()
-        if body is None:
-            return
-        route = _AGGREGATE_ROUTE.fullmatch(self.path)
-        if route is None or b"ciphertext" in body.lower() or b"sealed" in body.lower():
-            self._reply(400, {"error": NO_CIPHERTEXTS})
-            return
-        if body.strip() not in (b"", b"{}"):
-            self._reply(400, {"error": "the aggregate request takes no body"})
-            return
-        model_id, round = int(route[1]), int(route[2])
-        try:
-            result = self.server.capsule.aggregate(model_id, round)
-        except CapsuleRefusal as refusal:
-            self._reply(refusal.status, {"error": refusal.message})
-            return
-        except Exception as error:  # a chain or store that fails answers 502, naming why
-            self._reply(502, {"error": f"{type(error).__name__}: {error}"})
-            return
-        self._reply(
-            200,
-            {
-                "sum": result.sum.tolist(),
-                "contributors": result.contributors,
-                "epsilon_spent": _finite_or_none(result.epsilon_spent),
-                "epsilon_total": _finite_or_none(result.epsilon_total),
-                "settlement": result.settlement.to_dict(),
-            },
-        )
-
-    def do_PUT(self) -> None:
-        self._reply(400, {"error": NO_CIPHERTEXTS})
-
-    def _body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._reply(400, {"error": "send a Content-Length, not a chunked body"})
-            return None
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            self._reply(400, {"error": "Content-Length is not an integer"})
-            return None
-        if not 0 <= length <= MAX_BODY:
-            self._reply(400, {"error": f"a body of {length} bytes; at most {MAX_BODY}"})
-            return None
-        return self.rfile.read(length)
-
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        self._reply_bytes(status, json.dumps(payload).encode())
-
-    def _reply_bytes(self, status: int, data: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the platform reads the capsule's stdout for its ready line."""
-
-
-class CapsuleServer(ThreadingHTTPServer):
-    """The capsule's HTTP API on 127.0.0.1 (``port`` 0 picks a free one)."""
-
-    daemon_threads = True
-
-    def __init__(self, capsule: Capsule, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.capsule = capsule
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-
-class CapsuleClient:
-    """The data scientist's side of the capsule: its key record and round aggregates.
-
-    ``aggregate`` has the signature of the scientist's aggregators; the ε of the last release
-    is kept in :attr:`last_epsilon_spent` and :attr:`last_epsilon_total` (infinite when the
-    capsule's noise is off or seeded).
-    """
-
-    def __init__(self, url: str, *, timeout: float = 120.0) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"expected the capsule's http(s) URL, got {url!r}")
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.last_epsilon_spent: float | None = None
-        self.last_epsilon_total: float | None = None
-
-    def __repr__(self) -> str:
-        return f"CapsuleClient({self.url!r})"
-
-    def record(self, fingerprint: str | None = None) -> KeyRecord:
-        """The capsule's key record, checked against ``fingerprint`` when one is given."""
-        from om_teach.sonar.record import fetch_record
-
-        if fingerprint is not None:
-            return fetch_record(self.url, fingerprint, timeout=self.timeout)
-        return KeyRecord.from_bytes(self._request("GET", "/record", raw=True))
-
-    def status(self) -> dict[str, Any]:
-        """The capsule's settings, ε spent, released rounds and admitted mines."""
-        return self._request("GET", "/status")
-
-    def aggregate(self, model_id: int, round: int) -> RoundSum:
-        """The round's noisy gradient sum, its contributors and the capsule's settlement;
-        CapsuleRefusal if the capsule refuses."""
-        from om_teach.sonar.scientist import RoundSum
-
-        reply = self._request("POST", f"/models/{int(model_id)}/rounds/{int(round)}/aggregate")
-        spent, total = reply["epsilon_spent"], reply["epsilon_total"]
-        self.last_epsilon_spent = math.inf if spent is None else float(spent)
-        self.last_epsilon_total = math.inf if total is None else float(total)
-        settlement = Settlement.from_dict(reply["settlement"])
-        return RoundSum(np.asarray(reply["sum"], dtype=float), tuple(settlement.summed), settlement)
-
-    def _request(self, method: str, path: str, *, raw: bool = False) -> Any:
-        data = b"" if method == "POST" else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read()
-                return body if raw else json.loads(body)
-        except urllib.error.HTTPError as error:
-            try:
-                message = json.loads(error.read())["error"]
-            except (ValueError, KeyError, TypeError):
-                message = f"HTTP {error.code} {error.reason}"
-            raise CapsuleRefusal(message, error.code) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise ConnectionError(f"no capsule answers at {self.url}: {reason}") from error
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="om-teach sonar capsule",
-        description="Sonar's capsule: the key holder that releases only noisy round sums.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    chain = argparse.ArgumentParser(add_help=False)
-    chain.add_argument("--data", type=Path, required=True, help="the capsule's state folder")
-    chain.add_argument("--rpc-url", required=True, help="the chain's JSON-RPC URL")
-    chain.add_argument("--contract", required=True, help="the ModelRepository's address")
-
-    init = commands.add_parser("init", parents=[chain], help="make the keys and key record")
-    init.add_argument("--budget", type=float, default=10.0, help="epsilon at delta=1e-5")
-    init.add_argument("--noise-multiplier", type=float, default=1.0, help="0 turns noise off")
-    init.add_argument("--min-contributors", type=int, default=3, help="k")
-    init.add_argument("--key-bits", type=int, default=DEFAULT_KEY_BITS)
-
-    serve = commands.add_parser("serve", parents=[chain], help="serve the capsule over HTTP")
-    serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    where = serve.add_mutually_exclusive_group(required=True)
-    where.add_argument("--store", help="a directory store's folder")
-    where.add_argument("--ipfs-api", help="an IPFS daemon's API multiaddr")
-    serve.add_argument("--fingerprint", help="refuse to start unless the state is this capsule")
-    serve.add_argument(
-        "--insecure-seed", type=int, help="seed the noise (for lessons only): ε is reported as ∞"
-    )
-
-    admit = commands.add_parser("admit", help="admit a mine: its address and signing key")
-    admit.add_argument("--data", type=Path, required=True, help="the capsule's state folder")
-    admit.add_argument("address", help="the address the mine submits from")
-    admit.add_argument("verify_key", help="the mine's Ed25519 public key, 64 hex digits")
-
-    show = commands.add_parser("show", help="print the key record, fingerprint and releases")
-    show.add_argument("--data", type=Path, required=True, help="the capsule's state folder")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``om-teach sonar capsule init|serve|admit|show``. ``serve`` prints one JSON line
-    ``{"url": ..., "pid": ..., "fingerprint": ...}`` once it is ready, and serves until
-    SIGTERM."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    from om_teach.sonar.capsule_state import StateMismatch
-
-    try:
-        if args.command == "admit":
-            state = CapsuleState.open(args.data)
-            state.admit(args.address, args.verify_key)
-            print(f"admitted {args.address} to capsule {state.record.fingerprint}")
-            return 0
-        if args.command == "show":
-            state = CapsuleState.open(args.data)
-            print(f"fingerprint {state.record.fingerprint}")
-            print(state.record.to_bytes().decode())
-            print(f"admitted: {' '.join(sorted(state.admitted())) or 'none'}")
-            for release in state.releases():
-                print(f"released model {release.model_id} round {release.round}: "
-                      f"epsilon {release.epsilon}")  # fmt: skip
-            return 0
-        return _serve_or_init(args)
-    except (ConnectionError, ValueError, TypeError, OSError, StateMismatch) as error:
-        print(f"om-teach sonar capsule {args.command}: {error}", file=sys.stderr)
-        return 2
-
-
-def _serve_or_init(args: argparse.Namespace) -> int:
-    from om_teach.sonar.chain import Chain
-    from om_teach.sonar.contract import ModelRepository
-    from om_teach.storage import DirectoryStore, IpfsStore
-
-    repository = ModelRepository.at(Chain.connect(args.rpc_url), args.contract)
-    chain_id = repository.chain.web3.eth.chain_id
-    if args.command == "init":
-        _check_settings(args.min_contributors, args.noise_multiplier, args.budget)
-        state = CapsuleState.create(
-            args.data,
-            chain_id=chain_id,
-            contract=repository.address,
-            key_bits=args.key_bits,
-            min_contributors=args.min_contributors,
-            noise_multiplier=args.noise_multiplier,
-            budget=args.budget,
-            delta=DELTA,
-        )
-        print(state.record.fingerprint)
-        return 0
-    fingerprint = None if args.fingerprint is None else check_fingerprint(args.fingerprint)
-    state = CapsuleState.open(
-        args.data, fingerprint=fingerprint, chain_id=chain_id, contract=repository.address
-    )
-    store = DirectoryStore(args.store) if args.store else IpfsStore(args.ipfs_api)
-    capsule = Capsule(repository, store, state, insecure_seed=args.insecure_seed)
-    server = CapsuleServer(capsule, args.port)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    ready = {"url": server.url, "pid": os.getpid(), "fingerprint": capsule.fingerprint}
-    print(json.dumps(ready), flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@
 - ``up``: start the processes and leave them running; their PIDs go to the run folder.
 - ``down``: stop the processes recorded in the run folder, from any shell.
 - ``capsule init|serve|admit|show``: run a Helium capsule by hand, as its operator
-  (:func:`om_teach.sonar.capsule.main`).
+  (:func:`om_teach.sonar.capsule_cli.main`).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def up_main(argv: list[str] | None = None) -> int:
 
 def capsule_main(argv: list[str] | None = None) -> int:
     """``om-teach sonar capsule``: make, serve, admit mines to, or show a capsule."""
-    from om_teach.sonar.capsule import main
+    from om_teach.sonar.capsule_cli import main
 
     return main(argv)
 

@@ -6,7 +6,7 @@
   key in a :class:`~om_teach.sonar.capsule.Capsule` object in this same process, admits each
   mine's signing key to it, and pins every mine to its key record.
 - :class:`Platform`: anvil (or ``rpc_url``), a :class:`DirectoryStore` folder (or
-  ``ipfs_api``), the capsule process for Helium (``python -m om_teach.sonar.capsule``) and one
+  ``ipfs_api``), the capsule process for Helium (``python -m om_teach.sonar.capsule_cli``) and one
   ``python -m om_teach.sonar.mine`` process per data owner. In Helium the platform plays the
   capsule's operator too: it makes the capsule's state folder, gives each mine a signing key
   file, admits those keys, and starts each mine with the capsule's fingerprint.
@@ -430,7 +430,7 @@ class Platform:
         capsule = self._spawn(
             "capsule",
             [
-                "-m", "om_teach.sonar.capsule", "serve", *common,
+                "-m", "om_teach.sonar.capsule_cli", "serve", *common,
                 "--data", str(self.run_dir / "capsule"), "--fingerprint", self.fingerprint,
             ],
             stdout=subprocess.PIPE,
@@ -514,7 +514,7 @@ class Platform:
             raise RuntimeError("start the platform first: Platform.up()")
         record = None
         if self.helium:
-            from om_teach.sonar.capsule import CapsuleClient
+            from om_teach.sonar.capsule_http import CapsuleClient
 
             aggregator: Any = CapsuleClient(self.capsule_url)
             record = aggregator.record(self.fingerprint)

@@ -19,7 +19,7 @@ before the round is recorded, naming the CID.
 
 An aggregator has one method, ``aggregate(model_id, round) -> RoundSum``:
 :class:`LocalKeyAggregator` (Hydrogen: the scientist's own Paillier key pair) or
-``om_teach.sonar.capsule.CapsuleClient`` (Helium: a separate key-holder process).
+``om_teach.sonar.capsule_http.CapsuleClient`` (Helium: a separate key-holder process).
 
 Threat model (Hydrogen, as in OpenMined's Sonar): mines are honest but curious, and the scientist
 is trusted to decrypt only the round's sum. It could decrypt any single stored ciphertext (they
