@@ -28,7 +28,7 @@ endif
 # own exit status.
 QUIET := 2>&1 | sed -e '/^WARNING: Location/d'
 
-.PHONY: setup lab test lint unit notebooks course bench constraints doctor clean bubblewrap
+.PHONY: setup lab test lint unit notebooks course bench constraints doctor clean system-packages
 
 setup: $(STAMP)
 
@@ -40,16 +40,19 @@ $(STAMP): pyproject.toml constraints.txt
 	@PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,chain,ipfs]' $(QUIET)
 	@$(BIN)/python -c "import torch, om_teach; assert '+cu' not in torch.__version__, torch.__version__"
 	@$(BIN)/python -m ipykernel install --user --name om-teach --display-name "Python (om-teach)" >/dev/null
-	@command -v bwrap >/dev/null || $(MAKE) --no-print-directory bubblewrap
+	@command -v bwrap >/dev/null && command -v ipfs_cid >/dev/null || \
+		$(MAKE) --no-print-directory system-packages
 	@touch $@
 
-# The exam grader's sandbox. Debian and Ubuntu: installed here when running as root.
-bubblewrap:
+# Debian packages: bubblewrap (the exam grader's sandbox) and ipfs-cid (an independent check
+# of the store's CIDs). Debian and Ubuntu: installed here when running as root.
+SYSTEM_PACKAGES := bubblewrap ipfs-cid
+system-packages:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "Installing bubblewrap (the exam grader's sandbox)"; \
-		apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
-	else echo "The exam grader needs bubblewrap: sudo apt-get install bubblewrap"; fi
+		echo "Installing $(SYSTEM_PACKAGES)"; \
+		apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }; \
+	else echo "The exam grader and the tests need: sudo apt-get install $(SYSTEM_PACKAGES)"; fi
 
 # The local servers of the Sonar modules (anvil, js-ipfs), from the npm registry, as locked.
 # Not `npm ci`: npm 11 refuses this lockfile over optional dependencies for other platforms
