@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from om_teach import syllabus as syllabus_mod
+from om_teach.grading import cli as grading_cli
 
 START_PAGE = "notebooks/00_welcome/00_welcome.ipynb"
 
@@ -60,118 +61,6 @@ def _exam_check(args: argparse.Namespace) -> int:
     statuses = check(Path(args.notebook), exam)
     print(report(statuses))
     return 0 if all(s.defined and s.self_check == "passed" for s in statuses) else 1
-
-
-def _secret(args: argparse.Namespace) -> bytes:
-    """The instructor secret behind each student's seed: --secret-file, else $OM_TEACH_SECRET."""
-    if args.secret_file:
-        return Path(args.secret_file).read_bytes().strip()
-    if os.environ.get("OM_TEACH_SECRET"):
-        return os.environ["OM_TEACH_SECRET"].encode()
-    raise ValueError(
-        "no instructor secret: pass --secret-file FILE or set OM_TEACH_SECRET "
-        "(make one with: python -c 'import secrets; print(secrets.token_hex(32))' > FILE)"
-    )
-
-
-def _grade(args: argparse.Namespace) -> int:
-    """Grade every submission of a roster in the sandbox, into a gradebook."""
-    from om_teach.grading.grader import grade, read_roster
-    from om_teach.grading.key import AnswerKey
-    from om_teach.grading.spec import load_exam
-
-    exam = load_exam(args.exam)
-    key = AnswerKey(exam, args.key)
-    grades = grade(
-        exam,
-        key,
-        read_roster(Path(args.roster)),
-        out=Path(args.out),
-        secret=_secret(args),
-        jobs=args.jobs,
-        regrade=args.regrade,
-        unsafe_no_sandbox=args.unsafe_no_sandbox,
-    )
-    print(summary(exam, grades))
-    return 1 if any(g.status == "error" for g in grades) else 0
-
-
-def summary(exam, grades) -> str:
-    """The table printed after a grading run: per student, then per question."""
-    lines = [f"{'student':16} {'status':7} {'points':>8}  result  seconds  flags"]
-    for g in sorted(grades, key=lambda g: g.student_id):
-        result = "-" if g.passed is None else ("pass" if g.passed else "fail")
-        points = f"{g.total:g}/{g.max_total:g}" if g.status == "graded" else "-"
-        flags = "; ".join(g.flags) or (g.error or "")
-        lines.append(
-            f"{g.student_id:16} {g.status:7} {points:>8}  {result:6}  {g.seconds:7.2f}  {flags}"
-        )
-    graded = [g for g in grades if g.status == "graded"]
-    if not grades:
-        lines.append("\nnothing newly graded (already graded under this key: use --regrade)")
-    elif graded:
-        rates = ", ".join(
-            f"{q.id} {sum(g.points.get(q.id, 0) > 0 for g in graded) / len(graded):.0%}"
-            for q in exam.questions
-        )
-        lines.append(f"\n{len(graded)} graded, {len(grades) - len(graded)} errors; solved: {rates}")
-    else:
-        lines.append(
-            f"\n{len(grades)} errors: the grader's machinery failed; they are retried next run"
-        )
-    return "\n".join(lines)
-
-
-def _certify(args: argparse.Namespace) -> int:
-    """Sign a certificate for each passing student of a gradebook, or make the signing key."""
-    from om_teach.grading import certificate
-
-    if args.certify_command is None and not (args.gradebook and args.exam):
-        raise ValueError("certify needs --gradebook and --exam (or the subcommand init-key)")
-    if args.certify_command == "init-key":
-        path = certificate.init_key(Path(args.path) if args.path else None, force=args.force)
-        print(f"signing key: {path} (0600); public key: {path.with_suffix('.pub')}")
-        return 0
-    import datetime
-
-    from om_teach.grading.gradebook import Gradebook
-    from om_teach.grading.spec import load_exam
-
-    exam = load_exam(args.exam)
-    key = certificate.load_signing_key(Path(args.key) if args.key else None)
-    version = syllabus_mod.load().version
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with Gradebook(Path(args.gradebook)) as book:
-        passing = [g for g in book.latest(exam.id) if g.status == "graded" and g.passed]
-    for g in passing:
-        cert = certificate.issue(
-            student_id=g.student_id,
-            exam_id=exam.id,
-            exam_title=exam.title,
-            score=g.total,
-            max_score=g.max_total,
-            submission_sha256=g.submission_sha256,
-            course_version=version,
-            issued=datetime.date.today(),
-            signing_key=key,
-        )
-        certificate.save(cert, out / f"{g.student_id}.json")
-    print(f"{len(passing)} certificate(s) written to {out}")
-    return 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    """Check one certificate against the instructor's public key."""
-    from om_teach.grading import certificate
-
-    try:
-        fields = certificate.verify(Path(args.certificate), Path(args.public_key))
-    except certificate.CertificateError as err:
-        print(f"INVALID: {err}", file=sys.stderr)
-        return 1
-    print(certificate.format_verified(fields))
-    return 0
 
 
 def _sonar(args: argparse.Namespace) -> int:
@@ -227,34 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     exam_check.add_argument("--exam", help="the exam folder (default: from the notebook)")
     exam_check.set_defaults(func=_exam_check)
 
-    grading = commands.add_parser("grade", help="grade submissions in the sandbox")
-    grading.add_argument("exam", help="the exam folder, e.g. exams/toolbox")
-    grading.add_argument("--roster", required=True, help="CSV with columns file,student_id")
-    grading.add_argument("--key", required=True, help="the answer key folder (kept private)")
-    grading.add_argument("--out", required=True, help="the run folder: gradebook, feedback, CSV")
-    grading.add_argument("-j", "--jobs", type=int, default=1, help="submissions in parallel")
-    grading.add_argument("--regrade", action="store_true", help="grade again what is graded")
-    grading.add_argument("--secret-file", help="instructor secret (else $OM_TEACH_SECRET)")
-    grading.add_argument(
-        "--unsafe-no-sandbox", action="store_true", help="run student code without bubblewrap"
-    )
-    grading.set_defaults(func=_grade)
-
-    certify = commands.add_parser("certify", help="sign certificates for passing students")
-    certify_commands = certify.add_subparsers(dest="certify_command")
-    init_key = certify_commands.add_parser("init-key", help="make the Ed25519 signing key")
-    init_key.add_argument("--path", help="where (default ~/.config/om-teach/signing-key.pem)")
-    init_key.add_argument("--force", action="store_true", help="replace an existing key")
-    certify.add_argument("--gradebook", help="RUN/gradebook.sqlite")
-    certify.add_argument("--exam", help="the exam folder")
-    certify.add_argument("--out", default="certificates", help="where certificates go")
-    certify.add_argument("--key", help="the signing key (default ~/.config/om-teach/...)")
-    certify.set_defaults(func=_certify)
-
-    verify = commands.add_parser("verify", help="check a certificate")
-    verify.add_argument("certificate")
-    verify.add_argument("--public-key", required=True, help="the instructor's .pub file")
-    verify.set_defaults(func=_verify)
+    grading_cli.add_commands(commands)
 
     sonar = commands.add_parser(  # its own options (and -h) go to the sonar command
         "sonar",

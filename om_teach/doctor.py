@@ -92,6 +92,17 @@ def _node_tool(name: str, package: str, root: Path) -> Check:
     return Check(name, False, f"not in node_modules/.bin{LATER}", fix, False)
 
 
+def _grader_limits() -> Check:
+    """Which limit bounds a submission's whole process tree here: a cgroup, or the watchdog."""
+    from om_teach.grading.tree_limit import available
+
+    found = available()
+    if found.startswith("watchdog"):
+        fix = "run the grader as root, or delegate the memory and pids cgroup controllers to it"
+        return Check("grader limits", False, found, fix, False)
+    return Check("grader limits", True, found, None, False)
+
+
 def run_checks(root: Path | None = None) -> list[Check]:
     """Check everything the course needs; ``root`` holds node_modules (default: the checkout)."""
     if root is None:
@@ -110,6 +121,7 @@ def run_checks(root: Path | None = None) -> list[Check]:
         _package("papermill"),
         _package("nbval"),
         _program("bwrap", "apt-get install bubblewrap", " (optional: the exam grader's sandbox)"),
+        _grader_limits(),
         _program("node", "apt-get install nodejs", LATER),
         _program("npm", "apt-get install npm", LATER),
         _node_tool("anvil", "@foundry-rs/anvil", root),

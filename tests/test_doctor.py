@@ -60,3 +60,14 @@ def test_this_environment_passes_the_required_checks() -> None:
     """The venv the tests run in has everything the course requires."""
     failed = [check for check in doctor.run_checks() if check.required and not check.ok]
     assert not failed, doctor.report(failed)
+
+
+def test_doctor_says_which_limit_bounds_a_submission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cgroup where one can be made; else the watchdog, with a cross and how to get one."""
+    from om_teach.grading import tree_limit
+
+    check = next(c for c in doctor.run_checks() if c.name == "grader limits")
+    assert check.detail.startswith(("cgroup v2", "cgroup v1", "watchdog"))
+    monkeypatch.setattr(tree_limit, "tree_limit", tree_limit.TreeWatchdog)
+    check = next(c for c in doctor.run_checks() if c.name == "grader limits")
+    assert not check.ok and check.detail.startswith("watchdog") and "cgroup" in check.fix

@@ -133,8 +133,8 @@ def test_going_back_to_an_older_file_grades_it_again(db):
         )
 
 
-def test_latest_prefers_the_newest_graded_over_a_later_error(db):
-    """An error after a grade keeps the grade; a grade after an error replaces the error."""
+def test_latest_and_the_csv_show_the_newest_grading_errors_included(db, tmp_path):
+    """An error after a pass shows as the error, not the older pass, and is graded again."""
     with Gradebook(db) as book:
         run = start(book)
         book.record(run, graded("alice", {"lagrange": 2, "mean": 3}))
@@ -142,11 +142,15 @@ def test_latest_prefers_the_newest_graded_over_a_later_error(db):
         book.record(run, failed("bob"))
         book.record(run, graded("bob", {"lagrange": 0, "mean": 3}))
         latest = {g.student_id: g for g in book.latest(EXAM)}
-        assert latest["alice"].status == "graded" and latest["alice"].total == 5
+        assert latest["alice"].status == "error" and latest["alice"].passed is None
         assert latest["bob"].status == "graded" and latest["bob"].total == 3
-        assert book.is_graded(
+        assert not book.is_graded(
             exam_id=EXAM, student_id="alice", submission_sha256=sha("alice"), key_sha256=KEY
         )
+        book.export_csv(EXAM, tmp_path / "lms.csv", ["lagrange", "mean"])
+    with open(tmp_path / "lms.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[1:] == [["alice", "", "5", "error", "", ""], ["bob", "3", "5", "pass", "0", "3"]]
 
 
 def test_a_failure_inside_record_leaves_none_of_the_grade(db):
@@ -406,12 +410,12 @@ def test_a_newer_schema_is_refused_and_left_untouched(db):
     """A gradebook written by a newer om-teach is refused with its version, not rewritten."""
     Gradebook(db).close()
     with sqlite3.connect(db) as raw:
-        raw.execute("PRAGMA user_version = 2")
+        raw.execute("PRAGMA user_version = 3")
     raw.close()
-    with pytest.raises(ValueError, match="schema version 2, newer than the version 1"):
+    with pytest.raises(ValueError, match="schema version 3, newer than the version 2"):
         Gradebook(db)
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
     raw.close()
 
 
@@ -430,10 +434,105 @@ def test_files_that_are_not_gradebooks_are_refused(tmp_path):
 
 
 def test_the_database_is_private_and_in_wal_mode(db):
-    """The gradebook is created readable by its owner only, in WAL mode, schema version 1."""
+    """The gradebook is created readable by its owner only, in WAL mode, schema version 2."""
     Gradebook(db).close()
     assert os.stat(db).st_mode & 0o777 == 0o600
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
     raw.close()
+
+
+def clearances(db: Path) -> list[tuple]:
+    """The clearances table's rows, read by a connection of its own."""
+    with sqlite3.connect(db) as raw:
+        rows = raw.execute(
+            "SELECT student_id, submission_sha256, key_sha256, flags, reason, cleared_by "
+            "FROM clearances ORDER BY id"
+        ).fetchall()
+    raw.close()
+    return rows
+
+
+def test_clear_records_who_when_why_and_which_grade(db):
+    """Clearing a flag stores the reason, who and when, and the submission and key it clears."""
+    flag = "student_id in the notebook is 'bob', roster: 'alice'"
+    alice = graded("alice", {"lagrange": 2, "mean": 3}, flags=(flag,))
+    with Gradebook(db) as book:
+        book.record(start(book), alice)
+        assert book.clearance(alice) is None
+        cleared = book.clear(EXAM, "alice", reason="  bob is her login; checked  ", cleared_by="ta")
+    assert (cleared.student_id, cleared.reason, cleared.cleared_by) == (
+        "alice",
+        "bob is her login; checked",
+        "ta",
+    )
+    assert cleared.flags == (flag,) and cleared.cleared_at.startswith("20")
+    assert clearances(db) == [
+        ("alice", sha("alice"), KEY, json.dumps([flag]), "bob is her login; checked", "ta")
+    ]
+    with Gradebook(db) as book:
+        assert book.clearance(alice) == cleared
+        assert book.clearance(replace(alice, submission_sha256=sha("alice v2"))) is None
+        assert book.clearance(replace(alice, key_sha256=NEW_KEY)) is None
+        assert book.clearance(replace(alice, flags=(flag, "another flag"))) is None
+
+
+@pytest.mark.parametrize(
+    ("student", "reason", "by", "message"),
+    [
+        ("mallory", "checked", "ta", r"no grade of 'mallory' for exam 'toolbox'.*alice, bob"),
+        ("alice", "", "ta", "give a reason"),
+        ("alice", "  \n ", "ta", "give a reason"),
+        ("alice", "checked", "", "who clears"),
+        ("bob", "checked", "ta", "bob's newest grade has no flags: nothing to clear"),
+    ],
+)
+def test_clear_refuses_bad_input_and_writes_nothing(db, student, reason, by, message):
+    """An unknown student, an empty reason or clearer, or an unflagged grade: refused, unwritten."""
+    with Gradebook(db) as book:
+        run = start(book)
+        book.record(run, graded("alice", {"lagrange": 2, "mean": 3}, flags=("a flag",)))
+        book.record(run, graded("bob", {"lagrange": 2, "mean": 3}))
+        with pytest.raises(ValueError, match=message):
+            book.clear(EXAM, student, reason=reason, cleared_by=by)
+    assert clearances(db) == []
+
+
+def test_clearing_twice_is_refused(db):
+    """A grade already cleared is not cleared again: the first reason stands."""
+    with Gradebook(db) as book:
+        book.record(start(book), graded("alice", {"lagrange": 2, "mean": 3}, flags=("a flag",)))
+        book.clear(EXAM, "alice", reason="checked", cleared_by="ta")
+        with pytest.raises(ValueError, match=r"already cleared by ta on .*: checked"):
+            book.clear(EXAM, "alice", reason="again", cleared_by="prof")
+    assert len(clearances(db)) == 1
+
+
+def test_a_version_1_gradebook_is_upgraded_in_place_keeping_its_grades(db):
+    """A gradebook from before clearances and stop reasons opens as version 2, its grades and
+    runs intact."""
+    alice = graded("alice", {"lagrange": 2, "mean": 3}, flags=("a flag",))
+    with Gradebook(db) as book:
+        book.record(start(book), alice)
+    with sqlite3.connect(db) as raw:
+        raw.execute("DROP TABLE clearances")
+        raw.execute("ALTER TABLE grades DROP COLUMN stopped")
+        raw.execute("PRAGMA user_version = 1")
+    raw.close()
+    with Gradebook(db) as book:
+        assert book.latest(EXAM) == [alice] and len(book.runs(EXAM)) == 1
+        book.clear(EXAM, "alice", reason="checked", cleared_by="ta")
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    raw.close()
+
+
+def test_current_key_is_the_key_of_the_newest_run(db):
+    """The exam's current answer key, as the gradebook knows it: that of its newest run."""
+    with Gradebook(db) as book:
+        assert book.current_key(EXAM) is None
+        start(book)
+        start(book, key=NEW_KEY)
+        assert book.current_key(EXAM) == NEW_KEY
+        assert book.current_key("another") is None

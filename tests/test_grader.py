@@ -201,11 +201,20 @@ def test_grade_certify_verify_end_to_end(tmp_path):
     assert "alice" in graded.stdout and "1 graded" not in graded.stdout
     assert _cli("certify", "init-key", env=env).returncode == 0
     certs = tmp_path / "certs"
-    made = _cli(
-        "certify", "--gradebook", run / "gradebook.sqlite", "--exam", TINY, "--out", certs, env=env
-    )
+    book = run / "gradebook.sqlite"
+    made = _cli("certify", "--gradebook", book, "--exam", TINY, "--out", certs, env=env)
+    assert "not certified: alice: flagged" in made.stdout  # the sample keeps the template id
+    assert not certs.exists() or not any(certs.iterdir())
+    reason = "the sample notebook keeps the template id"
+    cleared = _cli(
+        "certify", "clear", "alice", "--reason", reason, "--gradebook", book, "--exam", TINY,
+        env=env,
+    )  # fmt: skip
+    assert cleared.returncode == 0, cleared.stderr
+    made = _cli("certify", "--gradebook", book, "--exam", TINY, "--out", certs, env=env)
     assert made.returncode == 0, made.stderr
-    assert [p.name for p in certs.iterdir()] == ["alice.json"]  # bob failed
+    assert "not certified: bob: did not pass (0/1)" in made.stdout
+    assert [p.name for p in certs.iterdir()] == ["alice.json"]
     public = tmp_path / "home" / "signing-key.pub"
     ok = _cli("verify", certs / "alice.json", "--public-key", public, env=env)
     assert ok.returncode == 0 and "valid: alice passed tiny" in ok.stdout

@@ -7,7 +7,8 @@ The signature covers the canonical form of every field but itself, rebuilt from 
 JSON, so re-indenting a certificate keeps it valid and changing any value (or its type) does not.
 
 Threat model. The *instructor* holds the private key, kept outside the repository in a 0600 file,
-and is trusted to sign only grades the grader gave. The *student* holds the certificate and may
+and is trusted to sign only grades the grader gave (``om-teach certify`` signs only those that
+:mod:`om_teach.grading.eligibility` accepts). The *student* holds the certificate and may
 edit it at will. The *verifier* (an employer, say) holds the public key, which must reach them
 over a channel they trust: the certificate's ``signer_key_sha256`` tells which key signed, not
 whether to trust it. The verifier learns everything in the certificate (student id, exam, score,

@@ -6,17 +6,24 @@ atomic across a crash or a power cut: https://www.sqlite.org/atomiccommit.html,
 https://www.sqlite.org/wal.html). A grading run that is killed halfway therefore loses nothing. A
 later run asks :meth:`Gradebook.is_graded` and skips every submission already graded under the
 same file and the same answer key. Errors are retried, and so is a submission graded under
-another key.
+another key. Each student's newest grading is their grade, an error included: an older pass
+never stands in for a grading that failed.
+
+A flag on a grade (the notebook names another student, say) keeps it from being certified until
+the instructor reviews it and clears it with a reason (:meth:`Gradebook.clear`). A clearance
+records which flags were cleared, by whom, when and why, for one submission (its sha256) under
+one answer key (its sha256): a new file or a new key is reviewed again.
 
 Threat model. The instructor runs the grader and owns the gradebook, the answer key, the roster
 and the seed secret. Students' code runs in the sandbox, which never mounts the gradebook. The
-gradebook holds hashes, points, statuses, flags and the grader's error messages. It never holds
-the hidden inputs, the student's outputs or the expected values. Each student may learn their own
-feedback file and nothing else: per question, passed or failed with its points, the
-instructor's hint for each failure, and the flags raised on their submission. The error message
-stays in the gradebook for the instructor, because a traceback could quote a hidden input. The
-CSV export holds the whole class's results and is meant for the instructor's LMS only. The
-database, the CSV and the feedback files are created readable by their owner only (mode 0600).
+gradebook holds hashes, points, statuses, flags, the grader's error messages and the
+instructor's clearances (who, when, why). It never holds the hidden inputs, the student's outputs
+or the expected values. Each student may learn their own feedback file and nothing else: per
+question, passed or failed with its points, the instructor's hint for each failure, and the
+flags raised on their submission. The error message stays in the gradebook for the instructor,
+because a traceback could quote a hidden input. The CSV export holds the whole class's results
+and is meant for the instructor's LMS only. The database, the CSV and the feedback files are
+created readable by their owner only (mode 0600).
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = 1
 STATUSES = ("graded", "error")
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 CSV_COLUMNS = ("student_id", "total", "max", "result")
@@ -44,7 +50,7 @@ ERROR_FEEDBACK = (
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
-_SCHEMA = (
+_SCHEMA_1 = (
     """CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         exam_id TEXT NOT NULL,
@@ -85,6 +91,25 @@ _SCHEMA = (
         PRIMARY KEY (grade_id, question_id)
     )""",
 )
+_SCHEMA_2 = (
+    """CREATE TABLE clearances (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        exam_id TEXT NOT NULL,
+        student_id TEXT NOT NULL,
+        submission_sha256 TEXT NOT NULL,
+        key_sha256 TEXT NOT NULL,
+        flags TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (trim(reason) <> ''),
+        cleared_by TEXT NOT NULL CHECK (trim(cleared_by) <> ''),
+        cleared_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX clearances_by_submission "
+    "ON clearances (exam_id, student_id, submission_sha256, key_sha256, id)",
+    "ALTER TABLE grades ADD COLUMN stopped TEXT",
+)
+MIGRATIONS = (_SCHEMA_1, _SCHEMA_2)
+"""What brings a gradebook from each schema version to the next, starting from an empty file."""
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,9 @@ class Grade:
     flags: tuple[str, ...] = ()
     error: str | None = None
     seconds: float = 0.0
+    stopped: str | None = None
+    """Why the submission's own limits (memory, processes, time) stopped it, if they did: it
+    is graded as it stands, never retried."""
 
     def __post_init__(self) -> None:
         for name in ("student_id", "submission", "exam_id", "sandbox"):
@@ -139,6 +167,8 @@ class Grade:
                 raise ValueError(f"a graded submission passes or fails, got passed={self.passed!r}")
             if self.error is not None:
                 raise ValueError(f"a graded submission has no error, got {self.error!r}")
+            if self.stopped is not None and (not isinstance(self.stopped, str) or not self.stopped):
+                raise ValueError(f"stopped must say why, got {self.stopped!r}")
         else:
             if points or self.passed is not None:
                 raise ValueError("an error carries no points and no verdict (passed=None)")
@@ -164,6 +194,26 @@ class Grade:
     def max_total(self) -> float:
         """The points the exam is worth."""
         return math.fsum(self.max_points.values())
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """The instructor's word that a submission's flags, under one key, do not stop its grade."""
+
+    exam_id: str
+    student_id: str
+    submission_sha256: str
+    key_sha256: str
+    flags: tuple[str, ...]
+    reason: str
+    cleared_by: str
+    cleared_at: str
+
+    def covers(self, grade: Grade) -> bool:
+        """Whether this clears every flag of ``grade``, a grading of the same file and key."""
+        mine = (self.exam_id, self.student_id, self.submission_sha256, self.key_sha256)
+        theirs = (grade.exam_id, grade.student_id, grade.submission_sha256, grade.key_sha256)
+        return mine == theirs and set(grade.flags) <= set(self.flags)
 
 
 @dataclass(frozen=True)
@@ -217,9 +267,15 @@ class Gradebook:
                         f"{self.path} is an SQLite database but not a gradebook: it has no "
                         f"schema version and holds {sorted(tables)}"
                     )
-                for statement in _SCHEMA:
-                    self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring the schema from ``version`` up to the current one, in the open transaction."""
+        for migration in MIGRATIONS[version:]:
+            for statement in migration:
+                self._conn.execute(statement)
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -280,21 +336,26 @@ class Gradebook:
         rows = self._conn.execute("SELECT * FROM runs WHERE exam_id = ? ORDER BY id", (exam_id,))
         return [Run(**{**dict(row), "regrade": bool(row["regrade"])}) for row in rows]
 
+    def current_key(self, exam_id: str) -> str | None:
+        """The answer key of the exam's newest run: the key its grades should be under."""
+        row = self._conn.execute(
+            "SELECT key_sha256 FROM runs WHERE exam_id = ? ORDER BY id DESC LIMIT 1", (exam_id,)
+        ).fetchone()
+        return None if row is None else row["key_sha256"]
+
     def is_graded(
         self, *, exam_id: str, student_id: str, submission_sha256: str, key_sha256: str
     ) -> bool:
-        """Whether the student's newest grade is this submission, graded under this key.
+        """Whether the student's newest grading graded this submission under this key.
 
         An error does not count, so it is retried; nor does an older grade of a file the
         student has since replaced, so going back to it grades it again.
         """
-        row = self._conn.execute(
-            "SELECT submission_sha256, key_sha256 FROM grades "
-            "WHERE exam_id = ? AND student_id = ? AND status = 'graded' "
-            "ORDER BY id DESC LIMIT 1",
-            (exam_id, student_id),
-        ).fetchone()
-        return row is not None and tuple(row) == (submission_sha256, key_sha256)
+        row = self._newest(exam_id, student_id)
+        if row is None:
+            return False
+        graded_as = (row["status"], row["submission_sha256"], row["key_sha256"])
+        return graded_as == ("graded", submission_sha256, key_sha256)
 
     def record(self, run_id: int, grade: Grade) -> None:
         """Store a grade and its per-question points in one transaction, under a running run."""
@@ -312,7 +373,7 @@ class Gradebook:
             cursor = self._conn.execute(
                 "INSERT INTO grades (run_id, exam_id, student_id, submission, submission_sha256, "
                 "key_sha256, status, total, max_total, passed, sandbox, flags, error, seconds, "
-                "graded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "graded_at, stopped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     grade.exam_id,
@@ -329,6 +390,7 @@ class Gradebook:
                     grade.error,
                     grade.seconds,
                     _now(),
+                    grade.stopped,
                 ),
             )
             self._conn.executemany(
@@ -341,16 +403,65 @@ class Gradebook:
             )
 
     def latest(self, exam_id: str) -> list[Grade]:
-        """Each student's newest graded grade (else newest error), sorted by student id."""
+        """Each student's newest grading, an error included, sorted by student id."""
         rows = self._conn.execute(
             "SELECT * FROM grades AS g WHERE g.exam_id = ? AND g.id = ("
-            "  SELECT h.id FROM grades AS h"
+            "  SELECT max(h.id) FROM grades AS h"
             "  WHERE h.exam_id = g.exam_id AND h.student_id = g.student_id"
-            "  ORDER BY h.status = 'graded' DESC, h.id DESC LIMIT 1"
             ") ORDER BY g.student_id",
             (exam_id,),
         ).fetchall()
         return [self._grade(row) for row in rows]
+
+    def clear(self, exam_id: str, student_id: str, *, reason: str, cleared_by: str) -> Clearance:
+        """Clear the flags of the student's newest grading, recording why, by whom and when."""
+        reason, cleared_by = reason.strip(), cleared_by.strip()
+        if not reason:
+            raise ValueError(
+                f"give a reason for clearing {student_id}'s flags with --reason: it is kept in "
+                "the gradebook beside the grade"
+            )
+        if not cleared_by:
+            raise ValueError("name who clears the flags (--by NAME)")
+        with self._transaction():
+            grade = self._flagged(exam_id, student_id)
+            clearance = Clearance(
+                exam_id=exam_id,
+                student_id=student_id,
+                submission_sha256=grade.submission_sha256,
+                key_sha256=grade.key_sha256,
+                flags=grade.flags,
+                reason=reason,
+                cleared_by=cleared_by,
+                cleared_at=_now(),
+            )
+            self._conn.execute(
+                "INSERT INTO clearances (exam_id, student_id, submission_sha256, key_sha256, "
+                "flags, reason, cleared_by, cleared_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    exam_id,
+                    student_id,
+                    clearance.submission_sha256,
+                    clearance.key_sha256,
+                    json.dumps(list(clearance.flags)),
+                    reason,
+                    cleared_by,
+                    clearance.cleared_at,
+                ),
+            )
+        return clearance
+
+    def clearance(self, grade: Grade) -> Clearance | None:
+        """The newest clearance of every flag of ``grade``; None when it has no flag to clear."""
+        if not grade.flags:
+            return None
+        rows = self._conn.execute(
+            "SELECT * FROM clearances WHERE exam_id = ? AND student_id = ? "
+            "AND submission_sha256 = ? AND key_sha256 = ? ORDER BY id DESC",
+            (grade.exam_id, grade.student_id, grade.submission_sha256, grade.key_sha256),
+        ).fetchall()
+        clearances = (_clearance(row) for row in rows)
+        return next((c for c in clearances if c.covers(grade)), None)
 
     def export_csv(self, exam_id: str, path: Path, question_ids: Sequence[str]) -> None:
         """Write the LMS's CSV: one row per student with their newest grade, atomically.
@@ -385,6 +496,36 @@ class Gradebook:
                 writer.writerow([grade.student_id, "", max_total, "error", *[""] * len(questions)])
         _write_atomically(Path(path), out.getvalue())
 
+    def _newest(self, exam_id: str, student_id: str) -> sqlite3.Row | None:
+        """The student's newest grading of the exam, whatever its status."""
+        return self._conn.execute(
+            "SELECT * FROM grades WHERE exam_id = ? AND student_id = ? ORDER BY id DESC LIMIT 1",
+            (exam_id, student_id),
+        ).fetchone()
+
+    def _flagged(self, exam_id: str, student_id: str) -> Grade:
+        """The student's newest grading, refused unless it has flags not yet cleared."""
+        row = self._newest(exam_id, student_id)
+        if row is None:
+            students = self._conn.execute(
+                "SELECT DISTINCT student_id FROM grades WHERE exam_id = ? ORDER BY student_id",
+                (exam_id,),
+            )
+            names = ", ".join(s["student_id"] for s in students) or "none"
+            raise ValueError(
+                f"no grade of {student_id!r} for exam {exam_id!r} in {self.path} "
+                f"(graded students: {names})"
+            )
+        grade = self._grade(row)
+        if not grade.flags:
+            raise ValueError(f"{student_id}'s newest grade has no flags: nothing to clear")
+        if done := self.clearance(grade):
+            raise ValueError(
+                f"{student_id}'s flags are already cleared by {done.cleared_by} on "
+                f"{done.cleared_at}: {done.reason}"
+            )
+        return grade
+
     def _running(self, run_id: int) -> sqlite3.Row:
         run = self._conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if run is None:
@@ -413,7 +554,14 @@ class Gradebook:
             flags=tuple(json.loads(row["flags"])),
             error=row["error"],
             seconds=row["seconds"],
+            stopped=row["stopped"],
         )
+
+
+def _clearance(row: sqlite3.Row) -> Clearance:
+    fields = {**dict(row), "flags": tuple(json.loads(row["flags"]))}
+    del fields["id"]
+    return Clearance(**fields)
 
 
 def write_feedback(
@@ -441,6 +589,15 @@ def write_feedback(
         lines += [
             f"**{verdict}**: {_format(grade.total)} of {_format(grade.max_total)} points.",
             "",
+            *(
+                [
+                    f"Your submission was stopped: {grade.stopped}. It is graded as it stands: "
+                    "the questions it had not reached score 0.",
+                    "",
+                ]
+                if grade.stopped
+                else []
+            ),
             "## Questions",
             "",
         ]

@@ -4,7 +4,10 @@ student's own seed; hidden checks call the student's functions inside and are ju
 A run is resumable: the gradebook records each submission in its own transaction, and a run
 started again skips what is already graded under the same submission and key. A failure of
 the grader's machinery (the sandbox cannot start, a worker crashes) is recorded as an error,
-not a zero, and is retried by the next run.
+not a zero, and is retried by the next run. A submission stopped by its own limits (memory or
+processes of its whole tree, time) is graded as it stands, never retried: the questions it
+reached keep their points. The run folder's executed notebooks, feedback and gradebook are
+the instructor's alone (folders 0700, files 0600): executed notebooks hold the hidden inputs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import csv
 import hashlib
 import hmac
 import multiprocessing
+import os
 import re
 import secrets
 import shutil
@@ -37,6 +41,7 @@ from om_teach.grading.sandbox import (
     bubblewrap_version,
 )
 from om_teach.grading.spec import Exam, ExamError, claimed_student_id, read_notebook
+from om_teach.grading.tree_limit import tree_limit
 
 UNSAFE = "none (--unsafe-no-sandbox)"
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
@@ -75,11 +80,13 @@ def read_roster(path: Path) -> list[tuple[Path, str]]:
 
 @dataclass(frozen=True)
 class Execution:
-    """What came back from one sandboxed run: each question's results, or a machinery error."""
+    """What came back from one sandboxed run: each question's results, or a machinery error;
+    ``stopped`` says why the submission's own limits stopped it, if they did."""
 
     results: dict[str, list[dict] | None]
     error: str | None
     seconds: float
+    stopped: str | None = None
 
 
 _UID = FIRST_UID
@@ -91,6 +98,8 @@ def _start_worker(uids: multiprocessing.Queue) -> None:
     _UID = uids.get()
     import papermill  # noqa: F401
 
+    import om_teach.grading.output_cap  # noqa: F401  (registers the capped engine)
+
 
 def execute(
     notebook: str,
@@ -100,8 +109,11 @@ def execute(
     sandboxed: bool,
     executed: Path,
 ) -> Execution:
-    """Run one submission with the harness appended, and collect the harness's results."""
+    """Run one submission with the harness appended, in limits on its whole process tree, and
+    collect the harness's results."""
     import papermill
+
+    from om_teach.grading.output_cap import ENGINE
 
     start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="om-teach-grade-"))
@@ -111,14 +123,19 @@ def execute(
     nb = nbformat.reads(notebook, as_version=4)
     nb.cells += harness_cells(calls, scratch, nonce)
     nbformat.write(nb, workdir / "in.ipynb")
+    limit = tree_limit(
+        f"submission-{nonce}", memory_mb=limits.memory_mb, processes=limits.processes
+    )
     km = SandboxedKernelManager(
         scratch=scratch,
         limits=limits,
         uid=_UID,
         kernel_log=workdir / "kernel.log",
+        limit=limit,
         confined=sandboxed,
     )
-    watchdog = threading.Timer(limits.total_seconds, _kill, args=(km,))
+    out_of_time = threading.Event()
+    watchdog = threading.Timer(limits.total_seconds, _time_out, args=(km, out_of_time))
     watchdog.start()
     try:
         papermill.execute_notebook(
@@ -127,6 +144,7 @@ def execute(
             parameters=parameters,
             kernel_name="python3",
             km=km,
+            engine_name=ENGINE,
             cwd=str(scratch),
             allow_errors=True,
             interrupt_on_timeout=True,
@@ -140,16 +158,26 @@ def execute(
     finally:
         watchdog.cancel()
         _kill(km)
+        stopped = limit.stopped()
+        limit.close()
+    if stopped is None and out_of_time.is_set():
+        stopped = f"its time ran out ({limits.total_seconds:g} s for the whole submission)"
     ran = _ran_any_cell(workdir / "out.ipynb")
     if ran:
-        executed.parent.mkdir(parents=True, exist_ok=True)
+        executed.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copyfile(workdir / "out.ipynb", executed)
+        os.chmod(executed, 0o600)
     results = {qid: read_results(output_path(scratch, nonce, qid)) for qid, _, _ in calls}
     log_file = workdir / "kernel.log"
     log = log_file.read_text(errors="replace")[-500:].strip() if log_file.is_file() else ""
     error = None if ran else f"the kernel never ran: {failure} {log}".strip()
     shutil.rmtree(workdir, ignore_errors=True)
-    return Execution(results, error, time.perf_counter() - start)
+    return Execution(results, error, time.perf_counter() - start, stopped)
+
+
+def _time_out(km, out_of_time: threading.Event) -> None:
+    out_of_time.set()
+    _kill(km)
 
 
 def _kill(km) -> None:
@@ -193,7 +221,7 @@ def grade(
         )
     if not 1 <= jobs <= UID_BLOCK:
         raise GradingError(f"jobs must be between 1 and {UID_BLOCK}, got {jobs}")
-    (out / "feedback").mkdir(parents=True, exist_ok=True)
+    _private_run_folder(out)
     grades: list[Grade] = []
     with Gradebook(out / "gradebook.sqlite") as book:
         run_id = book.start_run(
@@ -276,7 +304,18 @@ def grade(
         finally:
             book.finish_run(run_id, status=status)
         book.export_csv(exam.id, out / "grades.csv", [q.id for q in exam.questions])
+    _private_run_folder(out)
     return grades
+
+
+def _private_run_folder(out: Path) -> None:
+    """Make the run folder's instructor-only parts 0700 (folders) and 0600 (files)."""
+    for folder in (out, out / "feedback", out / "executed"):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        for path in folder.iterdir():
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, 0o600)
 
 
 def _base(exam: Exam, key: AnswerKey, path: Path, student_id: str, sandbox: str) -> dict:
@@ -322,5 +361,6 @@ def _judge(
         passed=passed,
         flags=flags,
         seconds=execution.seconds,
+        stopped=execution.stopped,
         **base,
     )

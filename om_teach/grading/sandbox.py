@@ -24,10 +24,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 import om_teach
+from om_teach.grading.tree_limit import TreeLimit
 
 FIRST_UID = 61000
 """Sandboxed kernels run as uids from here up: each grading run draws a block of its own, and
@@ -35,6 +39,9 @@ each parallel slot in it has its own uid, so that no submission's process limit 
 by another's, in this run or in one beside it."""
 UID_BLOCKS = 4096
 UID_BLOCK = 64
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""ZMQ drops a kernel message larger than this before the grader's worker holds any of it (a
+cell printing 400 MB in one write would otherwise grow the worker by as much)."""
 
 
 @dataclass(frozen=True)
@@ -134,14 +141,29 @@ def _parents(path: Path) -> list[str]:
     ]
 
 
+class CappedKernelClient(AsyncKernelClient):
+    """A kernel client whose sockets refuse messages over :data:`MAX_MESSAGE_BYTES`."""
+
+    @default("context")
+    def _capped_context(self) -> zmq.asyncio.Context:
+        context = super()._context_default()
+        context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return context
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A python3 kernel for untrusted code, reached over ipc sockets in ``scratch``.
 
     ``confined`` (the default) starts it inside the sandbox as ``uid``, and ``scratch`` is
     chowned to that uid; without it (``--unsafe-no-sandbox``) it runs as this user. Interrupts
     travel as messages, since signals cannot cross into the sandbox. The kernel's own output
-    goes to ``kernel_log``, not to the grader's terminal.
+    goes to ``kernel_log``, not to the grader's terminal. ``limit`` bounds the memory and
+    processes of the kernel's whole tree; its clients drop messages over 8 MB.
     """
+
+    @default("client_factory")
+    def _capped_client(self) -> type[CappedKernelClient]:
+        return CappedKernelClient
 
     def __init__(
         self,
@@ -150,6 +172,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         limits: Limits,
         uid: int,
         kernel_log: Path,
+        limit: TreeLimit,
         confined: bool = True,
         **kw,
     ) -> None:
@@ -160,7 +183,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             **kw,
         )
         self.scratch, self.limits, self.uid = scratch, limits, uid
-        self.kernel_log, self.confined = kernel_log, confined
+        self.kernel_log, self.confined, self.limit = kernel_log, confined, limit
 
     @property
     def kernel_spec(self) -> KernelSpec:
@@ -176,10 +199,16 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw.update(stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         return await super()._async_pre_start_kernel(**kw)
 
+    async def _async_post_start_kernel(self, **kw) -> None:
+        await super()._async_post_start_kernel(**kw)
+        process = getattr(self.provisioner, "process", None)
+        if process is not None:
+            self.limit.watch(process.pid)
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
         if not self.confined:
-            return command
+            return self.limit.wrap(command)
         os.chown(self.scratch, self.uid, self.uid)
         os.chown(self.connection_file, self.uid, self.uid)
-        return [*sandbox_command(self.scratch, self.limits, self.uid), *command]
+        return self.limit.wrap([*sandbox_command(self.scratch, self.limits, self.uid), *command])
