@@ -7,8 +7,10 @@ memory; with a cgroup (v2 or v1) or, where none can be made, the watchdog, they 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -49,6 +51,11 @@ print(n)
 """
 
 
+def _name(what: str) -> str:
+    """A cgroup name no other test run uses."""
+    return f"test-{what}-{os.getpid()}-{time.monotonic_ns()}"
+
+
 def _run(limit: tl.TreeLimit) -> tuple[int, str | None]:
     """How many children held their memory under ``limit``."""
     with limit:
@@ -62,7 +69,7 @@ def _run(limit: tl.TreeLimit) -> tuple[int, str | None]:
 
 
 def _cgroup_or_skip() -> tl.TreeLimit:
-    limit = tl.tree_limit("test-probe", memory_mb=LIMIT_MB, processes=64)
+    limit = tl.tree_limit(_name("probe"), memory_mb=LIMIT_MB, processes=64)
     if limit.kind == "watchdog":
         limit.close()
         pytest.skip("no cgroup can be made here (not root, no delegation)")
@@ -91,7 +98,7 @@ def test_the_watchdog_bounds_the_tree_without_a_cgroup():
 
 def test_a_cgroup_bounds_the_processes_of_the_tree():
     """pids.max bounds the tree's processes together, whatever their uid."""
-    limit = tl.tree_limit("test-pids", memory_mb=1000, processes=8)
+    limit = tl.tree_limit(_name("pids"), memory_mb=1000, processes=8)
     if limit.kind == "watchdog":
         limit.close()
         pytest.skip("no cgroup can be made here")
