@@ -94,7 +94,7 @@ def _node_tool(name: str, package: str, root: Path) -> Check:
 
 def _grader_limits() -> Check:
     """Which limit bounds a submission's whole process tree here: a cgroup, or the watchdog."""
-    from om_teach.grading.tree_limit import available
+    from om_teach.tree_limit import available
 
     found = available()
     if found.startswith("watchdog"):

@@ -1,9 +1,11 @@
 """Run notebooks headless with papermill, under the course's time and memory budget.
 
 Each notebook runs in its own kernel, offline (see :mod:`om_teach.offline`), from its own
-folder. While it runs, a thread samples the resident memory of every process descended from
-this one: the kernel and whatever the kernel starts (a chain, a store, ten mines). The peak of
-that sum is the notebook's memory.
+folder. Its memory is that of its own kernel's process tree (the kernel and whatever it starts:
+a chain, a store, ten mines), never that of an earlier kernel still shutting down, measured as
+Binder's container limit counts it: the working set of a cgroup made for the kernel where the
+runner can make one (root, or a delegated cgroup v2), else the sum of the tree's PSS (shared
+pages split between the processes that map them). The peak of that is the notebook's memory.
 """
 
 from __future__ import annotations
@@ -17,43 +19,81 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from jupyter_client.manager import AsyncKernelManager
 
 from om_teach.offline import offline_env
 from om_teach.syllabus import Syllabus
+from om_teach.tree_limit import tree_limit
 
 MB = 1_000_000
 
 
-class TreeMemory:
-    """Samples the summed RSS of this process's descendants; ``peak_mb`` is the largest sum.
-
-    Use it as a context manager around the work to measure.
-    """
+class KernelMemory:
+    """Samples the memory of one kernel's process tree every ``interval`` s, from the
+    kernel's start; ``peak_mb`` is the largest sample, ``method`` says how it was measured."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.peak_mb = 0.0
+        self.cgroup = tree_limit(f"notebook-{os.getpid()}-{time.monotonic_ns()}",
+                                 memory_mb=None, processes=None)  # fmt: skip
+        self.method = "PSS" if self.cgroup.kind == "watchdog" else f"{self.cgroup.kind} working set"
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread: threading.Thread | None = None
 
-    def _sample(self) -> None:
-        me = psutil.Process()
+    def wrap(self, command: list[str]) -> list[str]:
+        return self.cgroup.wrap(command)
+
+    def watch(self, pid: int) -> None:
+        self._thread = threading.Thread(target=self._sample, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, pid: int) -> None:
+        try:
+            kernel = psutil.Process(pid)
+        except psutil.Error:
+            return
         while True:
-            total = 0
-            for child in me.children(recursive=True):
-                with suppress(psutil.Error):  # it ended between listing and reading
-                    total += child.memory_info().rss
+            total = self.cgroup.working_set_bytes()
+            if total is None:
+                total = _tree_pss(kernel)
             self.peak_mb = max(self.peak_mb, total / MB)
             if self._stop.wait(self.interval):
                 return
 
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+        self.cgroup.close()
+
+
+def _tree_pss(root: psutil.Process) -> int:
+    """The summed PSS of ``root`` and its descendants (RSS where PSS cannot be read)."""
+    total = 0
+    with suppress(psutil.Error):
+        for process in [root, *root.children(recursive=True)]:
+            with suppress(psutil.Error):  # it ended between listing and reading
+                info = process.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+    return total
+
+
+class MeasuredKernelManager(AsyncKernelManager):
+    """A python3 kernel started in ``memory``'s cgroup (where there is one) and watched."""
+
+    def __init__(self, *, memory: KernelMemory, **kw) -> None:
+        super().__init__(kernel_name="python3", **kw)
+        self.memory = memory
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        return self.memory.wrap(super().format_kernel_cmd(extra_arguments))
+
+    async def _async_post_start_kernel(self, **kw) -> None:
+        await super()._async_post_start_kernel(**kw)
+        process = getattr(self.provisioner, "process", None)
+        if process is not None:
+            self.memory.watch(process.pid)
 
 
 @dataclass(frozen=True)
@@ -120,7 +160,8 @@ def run_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     error = None
     start = time.perf_counter()
-    with _environment(offline_env()), TreeMemory() as memory:
+    memory = KernelMemory()
+    with _environment(offline_env()):
         try:
             papermill.execute_notebook(
                 str(path),
@@ -128,12 +169,15 @@ def run_notebook(
                 parameters=parameters or {},
                 cwd=str(path.parent),
                 kernel_name="python3",
+                km=MeasuredKernelManager(memory=memory),
                 progress_bar=False,
                 execution_timeout=int(2 * budget_seconds),
                 allow_errors=allow_errors,
             )
         except Exception as err:  # a failing notebook is a result to report, not a crash
             error = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"
+        finally:
+            memory.close()
     return RunResult(
         notebook=name or str(path),
         seconds=time.perf_counter() - start,

@@ -64,7 +64,7 @@ def test_this_environment_passes_the_required_checks() -> None:
 
 def test_doctor_says_which_limit_bounds_a_submission(monkeypatch: pytest.MonkeyPatch) -> None:
     """A cgroup where one can be made; else the watchdog, with a cross and how to get one."""
-    from om_teach.grading import tree_limit
+    from om_teach import tree_limit
 
     check = next(c for c in doctor.run_checks() if c.name == "grader limits")
     assert check.detail.startswith(("cgroup v2", "cgroup v1", "watchdog"))

@@ -21,7 +21,7 @@ from om_teach.grading import grader
 from om_teach.grading.key import AnswerKey
 from om_teach.grading.sandbox import bubblewrap_version
 from om_teach.grading.spec import load_exam
-from om_teach.grading.tree_limit import available
+from om_teach.tree_limit import available
 
 from .conftest import ROOT
 

@@ -6,28 +6,54 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from om_teach.runner import RunResult, TreeMemory, format_table, run_notebook
+from om_teach import runner
+from om_teach.runner import KernelMemory, RunResult, format_table, run_notebook
+from om_teach.tree_limit import TreeWatchdog
 
 from .conftest import write_notebook
 
 
-def test_tree_memory_sees_a_grandchild():
+def _measure(command: list[str], memory: KernelMemory) -> KernelMemory:
+    with subprocess.Popen(memory.wrap(command)) as process:
+        memory.watch(process.pid)
+        process.wait()
+    memory.close()
+    return memory
+
+
+def test_kernel_memory_sees_a_grandchild():
     """A child that starts its own child holding ~200 MB is counted, grandchild included."""
     grandchild = "b = bytearray(200_000_000); import time; time.sleep(1.5)"
     child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
-    with TreeMemory(interval=0.02) as memory:
-        subprocess.run([sys.executable, "-c", child], check=True)
+    memory = _measure([sys.executable, "-c", child], KernelMemory(interval=0.02))
     assert memory.peak_mb > 190
 
 
-def test_tree_memory_counts_children_not_itself():
-    """In a fresh process with no children, the peak is 0: the sampler excludes its own process."""
-    code = (
-        "import time\nfrom om_teach.runner import TreeMemory\n"
-        "with TreeMemory(interval=0.01) as m:\n    time.sleep(0.05)\nprint(m.peak_mb)"
+def test_kernel_memory_counts_its_own_tree_only():
+    """A process still holding memory beside the kernel (an earlier kernel shutting down) is
+    not counted: only the kernel's own tree is."""
+    hold = "b = bytearray(300_000_000); import time; time.sleep(5)"
+    earlier = subprocess.Popen([sys.executable, "-c", hold])
+    try:
+        memory = _measure([sys.executable, "-c", "import time; time.sleep(0.5)"], KernelMemory())
+    finally:
+        earlier.kill()
+        earlier.wait()
+    assert memory.peak_mb < 100
+
+
+def test_kernel_memory_counts_shared_pages_once(monkeypatch):
+    """Without a cgroup the tree's PSS is summed: a page that four forked children share is
+    counted once in all, not four times (as a sum of RSS would)."""
+    monkeypatch.setattr(runner, "tree_limit", TreeWatchdog)
+    forks = (
+        "import os, time\nb = bytearray(200_000_000)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+        "kids = [os.fork() for _ in range(3)]\ntime.sleep(1.5)\n"
+        "[os.waitpid(k, 0) for k in kids if k]"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(out.stdout) == 0
+    memory = _measure([sys.executable, "-c", forks], KernelMemory(interval=0.05))
+    assert memory.method == "PSS"
+    assert 190 < memory.peak_mb < 400, memory.peak_mb
 
 
 def test_run_notebook_measures_and_passes(tmp_path):

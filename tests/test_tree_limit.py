@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from om_teach.grading import tree_limit as tl
+from om_teach import tree_limit as tl
 
 CHILDREN, EACH_MB, LIMIT_MB = 4, 150, 300
 

@@ -41,7 +41,7 @@ from om_teach.grading.sandbox import (
     bubblewrap_version,
 )
 from om_teach.grading.spec import Exam, ExamError, claimed_student_id, read_notebook
-from om_teach.grading.tree_limit import tree_limit
+from om_teach.tree_limit import tree_limit
 
 UNSAFE = "none (--unsafe-no-sandbox)"
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")

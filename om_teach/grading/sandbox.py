@@ -31,7 +31,7 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 import om_teach
-from om_teach.grading.tree_limit import TreeLimit
+from om_teach.tree_limit import TreeLimit
 
 FIRST_UID = 61000
 """Sandboxed kernels run as uids from here up: each grading run draws a block of its own, and

@@ -10,7 +10,9 @@ overshoot between two looks), but the tree stays bounded. ``prlimit --as`` stays
 wall in every case.
 
 A tree stopped by its own limit is the submission's doing, and is graded as it stands:
-:meth:`TreeLimit.stopped` says why it stopped, so that the grader does not retry it.
+:meth:`TreeLimit.stopped` says why it stopped, so that the grader does not retry it. With no
+limits (``None``), a cgroup only measures: the course runner reads a notebook's working set
+(:meth:`TreeLimit.working_set_bytes`) from it, as Binder's container limit counts memory.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class TreeLimit:
 
     kind = "none"
 
-    def __init__(self, name: str, *, memory_mb: int, processes: int) -> None:
+    def __init__(self, name: str, *, memory_mb: int | None, processes: int | None) -> None:
         self.name, self.memory_mb, self.processes = name, memory_mb, processes
 
     def wrap(self, command: list[str]) -> list[str]:
@@ -49,8 +51,9 @@ class TreeLimit:
         """Why the limit stopped the tree (its memory or its processes), or None."""
         return None
 
-    def peak_mb(self) -> float | None:
-        """The tree's peak memory as the limit measured it, where it can."""
+    def working_set_bytes(self) -> int | None:
+        """The tree's memory now, as a container limit counts it (usage less inactive file
+        cache), where a cgroup can tell; None where it cannot."""
         return None
 
     def close(self) -> None:
@@ -85,7 +88,7 @@ class CgroupV1Limit(TreeLimit):
 
     kind = "cgroup v1"
 
-    def __init__(self, name: str, *, memory_mb: int, processes: int) -> None:
+    def __init__(self, name: str, *, memory_mb: int | None, processes: int | None) -> None:
         super().__init__(name, memory_mb=memory_mb, processes=processes)
         self.folders: dict[str, Path] = {}
         try:
@@ -94,10 +97,12 @@ class CgroupV1Limit(TreeLimit):
                 folder.mkdir(mode=0o700)
                 self.folders[controller] = folder
             memory = self.folders["memory"]
-            _write(memory / "memory.limit_in_bytes", memory_mb * 1024 * 1024)
-            if (memory / "memory.memsw.limit_in_bytes").exists():  # no way around it by swap
-                _write(memory / "memory.memsw.limit_in_bytes", memory_mb * 1024 * 1024)
-            _write(self.folders["pids"] / "pids.max", processes)
+            if memory_mb is not None:
+                _write(memory / "memory.limit_in_bytes", memory_mb * 1024 * 1024)
+                if (memory / "memory.memsw.limit_in_bytes").exists():  # no way around by swap
+                    _write(memory / "memory.memsw.limit_in_bytes", memory_mb * 1024 * 1024)
+            if processes is not None:
+                _write(self.folders["pids"] / "pids.max", processes)
         except OSError:
             self.close()
             raise
@@ -115,12 +120,12 @@ class CgroupV1Limit(TreeLimit):
             return f"it tried to run more than {self.processes} processes at once"
         return None
 
-    def peak_mb(self) -> float | None:
+    def working_set_bytes(self) -> int | None:
         memory = self.folders.get("memory")
-        try:
-            return int((memory / "memory.max_usage_in_bytes").read_text()) / 2**20
-        except (OSError, TypeError, ValueError):
+        if memory is None:
             return None
+        usage = _number(memory / "memory.usage_in_bytes")
+        return _working_set(usage, _field(memory / "memory.stat", "total_inactive_file"))
 
     def close(self) -> None:
         for folder in self.folders.values():
@@ -134,17 +139,19 @@ class CgroupV2Limit(TreeLimit):
 
     kind = "cgroup v2"
 
-    def __init__(self, name: str, *, memory_mb: int, processes: int) -> None:
+    def __init__(self, name: str, *, memory_mb: int | None, processes: int | None) -> None:
         super().__init__(name, memory_mb=memory_mb, processes=processes)
         self.folder: Path | None = None
         folder = _v2_parent() / name
         folder.mkdir(mode=0o700)
         self.folder = folder
         try:
-            _write(folder / "memory.max", memory_mb * 1024 * 1024)
-            if (folder / "memory.swap.max").exists():
-                _write(folder / "memory.swap.max", 0)
-            _write(folder / "pids.max", processes)
+            if memory_mb is not None:
+                _write(folder / "memory.max", memory_mb * 1024 * 1024)
+                if (folder / "memory.swap.max").exists():
+                    _write(folder / "memory.swap.max", 0)
+            if processes is not None:
+                _write(folder / "pids.max", processes)
         except OSError:
             self.close()
             raise
@@ -163,11 +170,11 @@ class CgroupV2Limit(TreeLimit):
             return f"it tried to run more than {self.processes} processes at once"
         return None
 
-    def peak_mb(self) -> float | None:
-        try:
-            return int((self.folder / "memory.peak").read_text()) / 2**20
-        except (OSError, TypeError, ValueError):
+    def working_set_bytes(self) -> int | None:
+        if self.folder is None:
             return None
+        usage = _number(self.folder / "memory.current")
+        return _working_set(usage, _field(self.folder / "memory.stat", "inactive_file"))
 
     def close(self) -> None:
         if self.folder is not None:
@@ -181,12 +188,11 @@ class TreeWatchdog(TreeLimit):
 
     kind = "watchdog"
 
-    def __init__(self, name: str, *, memory_mb: int, processes: int) -> None:
+    def __init__(self, name: str, *, memory_mb: int | None, processes: int | None) -> None:
         super().__init__(name, memory_mb=memory_mb, processes=processes)
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._reason: str | None = None
-        self._peak = 0
 
     def watch(self, pid: int) -> None:
         self._thread = threading.Thread(target=self._run, args=(pid,), daemon=True)
@@ -201,9 +207,7 @@ class TreeWatchdog(TreeLimit):
             tree = _tree(root)
             if not tree:
                 return
-            total = sum(_rss(p) for p in tree)
-            self._peak = max(self._peak, total)
-            if total > self.memory_mb * 2**20:
+            if self.memory_mb is not None and sum(_rss(p) for p in tree) > self.memory_mb * 2**20:
                 self._reason = _memory_reason(self.memory_mb)
                 for process in tree:
                     with contextlib.suppress(psutil.Error):
@@ -212,9 +216,6 @@ class TreeWatchdog(TreeLimit):
 
     def stopped(self) -> str | None:
         return self._reason
-
-    def peak_mb(self) -> float | None:
-        return self._peak / 2**20 if self._peak else None
 
     def close(self) -> None:
         self._done.set()
@@ -238,6 +239,17 @@ def _rss(process: psutil.Process) -> int:
         return process.memory_info().rss
     except psutil.Error:
         return 0
+
+
+def _number(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _working_set(usage: int | None, inactive_file: int) -> int | None:
+    return None if usage is None else max(usage - inactive_file, 0)
 
 
 def _field(path: Path, name: str) -> int:
@@ -302,7 +314,7 @@ def _pids(folder: Path) -> list[int]:
         return []
 
 
-def tree_limit(name: str, *, memory_mb: int, processes: int) -> TreeLimit:
+def tree_limit(name: str, *, memory_mb: int | None, processes: int | None) -> TreeLimit:
     """The strongest limit this machine allows: cgroup v2, cgroup v1, else the watchdog."""
     for kind in (CgroupV2Limit, CgroupV1Limit):
         try:
