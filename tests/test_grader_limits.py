@@ -79,6 +79,20 @@ def test_forked_children_share_one_memory_limit_and_the_submission_is_graded(tmp
     assert "passed 1000 MB" in feedback
 
 
+def test_a_submission_that_kills_its_own_kernel_is_graded_not_retried(tmp_path):
+    """A kernel killed by the submission's own code is the student's doing: graded as it
+    stands (the question it never reached scores 0), not an error that forces a regrade."""
+    exam = _exam()
+    path = _submission(
+        tmp_path, "quitter", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    )
+    (grade,) = grader.grade(
+        exam, AnswerKey(exam, TINY / "key"), [(path, "quitter")],
+        out=tmp_path / "run", secret=SECRET, progress=False,
+    )  # fmt: skip
+    assert grade.status == "graded" and grade.points == {"q1_mean": 0.0}
+
+
 def test_the_run_folder_is_the_instructors_alone(tmp_path):
     """Executed notebooks hold the hidden inputs: folders 0700, files 0600."""
     exam = _exam()
