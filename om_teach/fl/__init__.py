@@ -1,0 +1,2 @@
+"""Federated learning: server strategies (FedAvg, FedAdam, FedYogi); local training,
+simulation and DP-FedAvg to come."""
