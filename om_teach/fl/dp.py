@@ -24,19 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from om_teach.fl.strategy import FedAvg, Params, Update, check_params
+from om_teach.fl.strategy import FedAvg, Params, Update, check_params, flatten, unflatten
 from om_teach.privacy.accounting import Budget, epsilon
-
-
-def _flat(params: Sequence[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.ravel(p) for p in params])
-
-
-def _unflat(vector: np.ndarray, like: Sequence[np.ndarray]) -> Params:
-    sizes = np.cumsum([0, *(np.size(p) for p in like)])
-    return [
-        vector[a:b].reshape(np.shape(p)) for a, b, p in zip(sizes, sizes[1:], like, strict=False)
-    ]
 
 
 class DPFedAvg(FedAvg):
@@ -75,7 +64,7 @@ class DPFedAvg(FedAvg):
 
     def clipped_change(self, update: Update, current: Params, who: str) -> np.ndarray:
         """The client's change from ``current``, clipped to :attr:`clip_norm` in L2."""
-        change = _flat(check_params(update.params, current, who)) - _flat(current)
+        change = flatten(check_params(update.params, current, who)) - flatten(current)
         norm = float(np.linalg.norm(change))
         return change * (self.clip_norm / norm) if norm > self.clip_norm else change
 
@@ -87,7 +76,7 @@ class DPFedAvg(FedAvg):
         change = self.clipped_change(update, current, "this client")
         std = self.noise_multiplier * self.clip_norm / math.sqrt(clients)
         change = change + rng.normal(0.0, std, change.shape)
-        return Update(_unflat(_flat(current) + change, current), update.num_examples)
+        return Update(unflatten(flatten(current) + change, current), update.num_examples)
 
     def aggregate(self, round: int, current: Params, updates: Sequence[Update]) -> Params:
         """The next model: ``current`` plus the equal-weight mean of the clipped changes, with
@@ -101,9 +90,9 @@ class DPFedAvg(FedAvg):
                 self.clipped_change(u, current, f"client {i}") for i, u in enumerate(updates)
             ]
         else:
-            start = _flat(current)
+            start = flatten(current)
             changes = [
-                _flat(check_params(u.params, current, f"client {i}")) - start
+                flatten(check_params(u.params, current, f"client {i}")) - start
                 for i, u in enumerate(updates)
             ]
         self.budget.spend(noise_multiplier=self.noise_multiplier, sample_rate=self.fraction)
@@ -113,7 +102,7 @@ class DPFedAvg(FedAvg):
                 0.0, self.noise_multiplier * self.clip_norm / m, mean.shape
             )
         self.rounds_joined += 1
-        return _unflat(_flat(current) + mean, current)
+        return unflatten(flatten(current) + mean, current)
 
     @property
     def epsilon(self) -> float:

@@ -58,6 +58,19 @@ def check_params(params: Sequence[np.ndarray], reference: Sequence[np.ndarray], 
     return checked
 
 
+def flatten(params: Sequence[np.ndarray]) -> np.ndarray:
+    """All layers as one vector, for clipping and masking."""
+    return np.concatenate([np.ravel(p) for p in params])
+
+
+def unflatten(vector: np.ndarray, like: Sequence[np.ndarray]) -> Params:
+    """``vector`` cut back into layers shaped as ``like``'s."""
+    ends = np.cumsum([np.size(p) for p in like])
+    return [
+        part.reshape(np.shape(p)) for part, p in zip(np.split(vector, ends[:-1]), like, strict=True)
+    ]
+
+
 def weighted_average(updates: Sequence[Update], reference: Sequence[np.ndarray]) -> Params:
     """Σ nᵢ xᵢ / Σ nᵢ, layer by layer, after checking every update against ``reference``."""
     if not updates:
