@@ -1,1 +1,2 @@
-"""Attacks the course runs against unprotected releases, to show what a defence must stop."""
+"""Attacks the course runs against unprotected releases and shared gradients, to show what a
+defence must stop: record linkage, gradient leakage."""
