@@ -67,7 +67,7 @@ def test_forked_children_share_one_memory_limit_and_the_submission_is_graded(tmp
     the question it answered keeps its point."""
     if available().startswith("watchdog"):
         pytest.skip("no cgroup can be made here")
-    exam = _exam(memory_mb=1000)
+    exam = _exam(memory_mb=1000, cell_seconds=30, total_seconds=60)
     path = _submission(tmp_path, "forker", FORK_MEMORY)
     (grade,) = grader.grade(
         exam, AnswerKey(exam, TINY / "key"), [(path, "forker")],
