@@ -23,7 +23,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from om_teach.offline import offline_env
 from om_teach.syllabus import Syllabus
-from om_teach.tree_limit import tree_limit
+from om_teach.tree_limit import process_tree, tree_limit
 
 MB = 1_000_000
 
@@ -71,11 +71,10 @@ class KernelMemory:
 def _tree_pss(root: psutil.Process) -> int:
     """The summed PSS of ``root`` and its descendants (RSS where PSS cannot be read)."""
     total = 0
-    with suppress(psutil.Error):
-        for process in [root, *root.children(recursive=True)]:
-            with suppress(psutil.Error):  # it ended between listing and reading
-                info = process.memory_full_info()
-                total += getattr(info, "pss", info.rss)
+    for process in process_tree(root):
+        with suppress(psutil.Error):  # it ended between listing and reading
+            info = process.memory_full_info()
+            total += getattr(info, "pss", info.rss)
     return total
 
 

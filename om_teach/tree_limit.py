@@ -204,7 +204,7 @@ class TreeWatchdog(TreeLimit):
         except psutil.Error:
             return
         while not self._done.wait(POLL_SECONDS):
-            tree = _tree(root)
+            tree = process_tree(root)
             if not tree:
                 return
             if self.memory_mb is not None and sum(_rss(p) for p in tree) > self.memory_mb * 2**20:
@@ -227,7 +227,8 @@ def _memory_reason(memory_mb: int) -> str:
     return f"its memory passed {memory_mb} MB (the whole submission's limit)"
 
 
-def _tree(root: psutil.Process) -> list[psutil.Process]:
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """``root`` and its descendants; empty once ``root`` is gone."""
     try:
         return [root, *root.children(recursive=True)]
     except psutil.Error:

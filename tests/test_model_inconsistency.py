@@ -13,7 +13,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from om_teach.attacks.model_inconsistency import dead_first_layer, input_from_first_layer_change
+from om_teach.attacks.gradient_leakage import invert_first_layer
+from om_teach.attacks.model_inconsistency import dead_first_layer
 from om_teach.crypto.secagg import dequantize, quantize, run_secagg
 from om_teach.fl.client import get_params, local_train, set_params
 from om_teach.fl.commitment import ModelMismatch, check_model, commit
@@ -52,7 +53,7 @@ def _round(received, *, commitment=None):
 def test_with_one_model_for_all_the_secure_sum_hides_the_target():
     real = get_params(_model())
     layers, target = _round([real] * CLIENTS)
-    guess = input_from_first_layer_change(layers[0], layers[1])
+    guess = invert_first_layer(layers[0], layers[1])
     assert np.abs(guess - target).mean() > 0.1
 
 
@@ -60,7 +61,7 @@ def test_a_dead_first_layer_for_the_others_reveals_the_target():
     real = get_params(_model())
     received = [real] + [dead_first_layer(real) for _ in range(CLIENTS - 1)]
     layers, target = _round(received)
-    guess = input_from_first_layer_change(layers[0], layers[1])
+    guess = invert_first_layer(layers[0], layers[1])
     np.testing.assert_allclose(guess, target, atol=1e-2)
 
 

@@ -38,15 +38,21 @@ def _check_first_layer(model: nn.Module) -> None:
         )
 
 
-def analytic_reconstruction(model: nn.Module, gradient: list[torch.Tensor]) -> np.ndarray:
-    """The input, from the first layer's weight and bias gradients: ∂L/∂Wᵢ / ∂L/∂bᵢ for the row
-    with the largest |∂L/∂bᵢ| (exact at batch size 1)."""
-    _check_first_layer(model)
-    weight, bias = gradient[0], gradient[1]
-    row = int(torch.argmax(bias.abs()))
+def invert_first_layer(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The input behind a fully connected layer's weight and bias gradients (or any multiple
+    of them, such as an SGD step): the weight row over its bias, for the row with the largest
+    |bias| (exact for one example)."""
+    weight, bias = np.asarray(weight), np.asarray(bias)
+    row = int(np.argmax(np.abs(bias)))
     if bias[row] == 0:
         raise ValueError("every bias gradient is 0: this gradient carries nothing to invert")
-    return (weight[row] / bias[row]).numpy()
+    return weight[row] / bias[row]
+
+
+def analytic_reconstruction(model: nn.Module, gradient: list[torch.Tensor]) -> np.ndarray:
+    """The input, from the first layer's weight and bias gradients (exact at batch size 1)."""
+    _check_first_layer(model)
+    return invert_first_layer(gradient[0].numpy(), gradient[1].numpy())
 
 
 def infer_labels(model: nn.Module, gradient: list[torch.Tensor], batch_size: int) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 
 from om_teach.fl.strategy import FedAvg, Params, Update, check_params, flatten, unflatten
 from om_teach.privacy.accounting import Budget, epsilon
+from om_teach.privacy.updates import clip, dp_fedavg
 
 
 class DPFedAvg(FedAvg):
@@ -60,20 +61,19 @@ class DPFedAvg(FedAvg):
         self.clip_norm, self.noise_multiplier, self.noise_at = clip_norm, noise_multiplier, noise_at
         self.budget = Budget(epsilon=budget, delta=delta)
         self.rng = np.random.default_rng() if rng is None else rng  # the OS's entropy by default
-        self.rounds_joined = 0
 
-    def clipped_change(self, update: Update, current: Params, who: str) -> np.ndarray:
-        """The client's change from ``current``, clipped to :attr:`clip_norm` in L2."""
-        change = flatten(check_params(update.params, current, who)) - flatten(current)
-        norm = float(np.linalg.norm(change))
-        return change * (self.clip_norm / norm) if norm > self.clip_norm else change
+    @property
+    def rounds_joined(self) -> int:
+        """The rounds charged so far (a client sampled every round joined them all)."""
+        return len(self.budget.history)
 
     def privatize(
         self, update: Update, current: Params, clients: int, rng: np.random.Generator
     ) -> Update:
         """A client's side with ``noise_at="client"``: its clipped change plus its share of the
         noise, N(0, (zC)²/m) for m = ``clients`` in the round, as a model to send."""
-        change = self.clipped_change(update, current, "this client")
+        change = flatten(check_params(update.params, current, "this client")) - flatten(current)
+        change = clip(change, clip_norm=self.clip_norm)
         std = self.noise_multiplier * self.clip_norm / math.sqrt(clients)
         change = change + rng.normal(0.0, std, change.shape)
         return Update(unflatten(flatten(current) + change, current), update.num_examples)
@@ -84,25 +84,18 @@ class DPFedAvg(FedAvg):
         is charged to the budget; BudgetExceeded refuses it, changing nothing."""
         if not updates:
             raise ValueError("no client updates to aggregate")
-        m = len(updates)
-        if self.noise_at == "server":
-            changes = [
-                self.clipped_change(u, current, f"client {i}") for i, u in enumerate(updates)
-            ]
-        else:
-            start = flatten(current)
-            changes = [
-                flatten(check_params(u.params, current, f"client {i}")) - start
-                for i, u in enumerate(updates)
-            ]
+        start = flatten(current)
+        changes = [
+            flatten(check_params(u.params, current, f"client {i}")) - start
+            for i, u in enumerate(updates)
+        ]
         self.budget.spend(noise_multiplier=self.noise_multiplier, sample_rate=self.fraction)
-        mean = np.mean(changes, axis=0)
         if self.noise_at == "server":
-            mean = mean + self.rng.normal(
-                0.0, self.noise_multiplier * self.clip_norm / m, mean.shape
-            )
-        self.rounds_joined += 1
-        return unflatten(flatten(current) + mean, current)
+            mean = dp_fedavg(changes, clip_norm=self.clip_norm,
+                             noise_multiplier=self.noise_multiplier, rng=self.rng)  # fmt: skip
+        else:
+            mean = np.mean(changes, axis=0)
+        return unflatten(start + mean, current)
 
     @property
     def epsilon(self) -> float:
@@ -112,8 +105,10 @@ class DPFedAvg(FedAvg):
     def epsilon_against_server(self, clients: int) -> float:
         """ε at δ against the server for a client that joined every round so far, with
         ``clients`` per round: infinite with the noise at the server."""
-        if self.noise_at == "server" or self.rounds_joined == 0:
-            return math.inf if self.noise_at == "server" else 0.0
+        if self.noise_at == "server":
+            return math.inf
+        if self.rounds_joined == 0:
+            return 0.0
         return epsilon(
             noise_multiplier=self.noise_multiplier / math.sqrt(clients),
             sample_rate=1.0,
