@@ -16,13 +16,11 @@ import argparse
 import os
 import statistics
 
-import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from torch import nn
 
 from om_teach.data.partition import dirichlet, iid
-from om_teach.fl.client import get_params, local_train, set_params
+from om_teach.fl.baselines import compare
+from om_teach.fl.digits import accuracy, load_digits, mlp
 from om_teach.fl.simulation import simulate
 from om_teach.fl.strategy import FedAvg
 
@@ -31,60 +29,28 @@ QUICK = {"sim_rounds": 2, "rounds": 5, "seeds": (0,)}
 CLIENTS, ALPHA, LR, BATCH = 20, 0.3, 0.1, 16
 
 
-def _model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-
-
-def _digits(seed: int):
-    data = load_digits()
-    X, y = (data.data / 16.0).astype(np.float32), data.target
-    order = np.random.default_rng(seed).permutation(len(X))
-    cut = int(0.8 * len(X))
-    return X[order[:cut]], y[order[:cut]], X[order[cut:]], y[order[cut:]]
-
-
-def _accuracy(model: nn.Module, X: np.ndarray, y: np.ndarray) -> float:
-    with torch.no_grad():
-        return float(np.mean(model(torch.tensor(X)).argmax(1).numpy() == y))
-
-
 def simulation_speed(rounds: int) -> dict[str, list[float]]:
     """Seconds per round of 1,000 clients on all of digits, one local step or one epoch each."""
-    X, y, _, _ = _digits(0)
+    digits = load_digits(0)
+    X, y = digits.X_train, digits.y_train
     shards = [(X[rows], y[rows]) for rows in iid(len(X), 1000, seed=0)]
     seconds = {}
     for name, local in (("1 local step", {"steps": 1}), ("1 local epoch", {"epochs": 1})):
-        results = simulate(_model(0), shards, FedAvg(), rounds=rounds, learning_rate=LR,
+        results = simulate(mlp(0), shards, FedAvg(), rounds=rounds, learning_rate=LR,
                            batch_size=8, seed=0, **local)  # fmt: skip
         seconds[name] = [r.seconds for r in results]
     return seconds
 
 
-def compare(rounds: int, seed: int, split: str) -> dict[str, float]:
-    """Test accuracy of centralized, FedAvg and local-only training, one local epoch a round."""
-    X, y, X_test, y_test = _digits(seed)
+def final_accuracy(rounds: int, seed: int, split: str) -> dict[str, float]:
+    """Test accuracy after ``rounds`` of centralized, FedAvg and local-only training."""
+    digits = load_digits(seed)
+    X, y = digits.X_train, digits.y_train
     rows = iid(len(X), CLIENTS, seed=seed) if split == "iid" else dirichlet(y, CLIENTS, ALPHA, seed)
-    shards = [(X[r], y[r]) for r in rows]
-    central = _model(seed)
-    rng = np.random.default_rng(seed)
-    for _ in range(rounds):
-        local_train(central, X, y, learning_rate=LR, batch_size=BATCH, epochs=1, rng=rng)
-    federated = _model(seed)
-    simulate(federated, shards, FedAvg(), rounds=rounds, learning_rate=LR, batch_size=BATCH,
-             epochs=1, seed=seed)  # fmt: skip
-    start, alone = get_params(_model(seed)), []
-    for Xc, yc in shards:
-        model = _model(seed)
-        set_params(model, start)
-        for _ in range(rounds):
-            local_train(model, Xc, yc, learning_rate=LR, batch_size=BATCH, epochs=1, rng=rng)
-        alone.append(_accuracy(model, X_test, y_test))
-    return {
-        "centralized": _accuracy(central, X_test, y_test),
-        "FedAvg": _accuracy(federated, X_test, y_test),
-        "local only (mean)": float(np.mean(alone)),
-    }
+    curves = compare(mlp(seed), [(X[r], y[r]) for r in rows], rounds=rounds, learning_rate=LR,
+                     batch_size=BATCH, seed=seed,
+                     evaluate=lambda m: accuracy(m, digits.X_test, digits.y_test))  # fmt: skip
+    return {name: curve[-1] for name, curve in curves.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,10 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---:|",
     ]
     for split in ("iid", "dirichlet"):
-        runs = [compare(config["rounds"], seed, split) for seed in config["seeds"]]
+        runs = [final_accuracy(config["rounds"], seed, split) for seed in config["seeds"]]
         cells = " | ".join(
             f"{statistics.median(r[k] for r in runs):.3f}"
-            for k in ("centralized", "FedAvg", "local only (mean)")
+            for k in ("centralized", "FedAvg", "local only")
         )
         lines.append(f"| {split} | {cells} |")
     lines += ["", f"1-minute load average {load:.1f} on {os.cpu_count()} cores at the start."]
