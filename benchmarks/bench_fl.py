@@ -18,9 +18,10 @@ import statistics
 
 import torch
 
+from om_teach.data.digits import load_digits
 from om_teach.data.partition import dirichlet, iid
 from om_teach.fl.baselines import compare
-from om_teach.fl.digits import accuracy, load_digits, mlp
+from om_teach.fl.models import accuracy, mlp
 from om_teach.fl.simulation import simulate
 from om_teach.fl.strategy import FedAvg
 

@@ -24,7 +24,8 @@ import torch
 
 from om_teach.attacks import exposure
 from om_teach.attacks.gradient_leakage import errors_by_batch_size, reconstruction_error
-from om_teach.fl.digits import load_digits, mlp
+from om_teach.data.digits import load_digits
+from om_teach.fl.models import mlp
 
 FULL = {"seeds": tuple(range(5)), "batch_sizes": (1, 2, 4, 8, 16, 32), "iterations": 200}
 QUICK = {"seeds": (0,), "batch_sizes": (1, 4), "iterations": 50}

@@ -1,5 +1,5 @@
 """The ``om-teach`` command: open the course, run it, take and grade exams, sign and verify
-certificates, and check the machine."""
+certificates, simulate federated learning, and check the machine."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from om_teach import syllabus as syllabus_mod
+from om_teach.fl import cli as fl_cli
 from om_teach.grading import cli as grading_cli
 
 START_PAGE = "notebooks/00_welcome/00_welcome.ipynb"
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     exam_check.set_defaults(func=_exam_check)
 
     grading_cli.add_commands(commands)
+    fl_cli.add_commands(commands)
 
     sonar = commands.add_parser(  # its own options (and -h) go to the sonar command
         "sonar",

@@ -89,3 +89,25 @@ def grade_samples(exam_id: str, names, tmp: Path, **limits) -> tuple[dict, Path]
     )
     assert Path(om_teach.__file__).read_bytes() == package, "a submission changed om_teach"
     return {g.student_id.replace("-", "_"): g for g in grades}, tmp / "run"
+
+
+def check_exam_skeleton(exam_id: str) -> None:
+    """exams/<exam_id>/exam.ipynb carries prompt, answer and self-check cells per question, in
+    the spec's order; each answer defines the spec's function and raises NotImplementedError;
+    nothing is executed; and the blank sample submission is the exam itself."""
+    import json
+
+    from om_teach.grading.spec import defined_functions, load_exam, read_notebook
+
+    exam = load_exam(ROOT / "exams" / exam_id)
+    nb = read_notebook(exam.notebook)
+    assert nb.metadata["om_teach"] == {"exam": exam_id}
+    roles = ("prompt", "answer", "self-check")
+    tagged = [c.metadata["om_teach"] for c in nb.cells if "om_teach" in c.metadata]
+    assert tagged == [{"question": q.id, "role": r} for q in exam.questions for r in roles]
+    assert defined_functions(nb) >= {q.function for q in exam.questions}
+    answers = [c for c in nb.cells if c.metadata.get("om_teach", {}).get("role") == "answer"]
+    assert all(c.source.rstrip().endswith("raise NotImplementedError") for c in answers)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    blank = ROOT / "tests" / "exams" / exam_id / "blank.ipynb"
+    assert json.loads(blank.read_text()) == json.loads(exam.notebook.read_text())

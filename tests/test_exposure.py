@@ -13,7 +13,8 @@ import pytest
 
 from om_teach.attacks import exposure
 from om_teach.attacks.gradient_leakage import reconstruction_error
-from om_teach.fl.digits import load_digits, mlp
+from om_teach.data.digits import load_digits
+from om_teach.fl.models import mlp
 from om_teach.privacy.accounting import epsilon
 
 LR, THRESHOLD = 0.1, 6

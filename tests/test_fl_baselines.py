@@ -1,4 +1,4 @@
-"""om_teach.fl.digits and om_teach.fl.baselines: the digits task, and FedAvg beside
+"""om_teach.data.digits and om_teach.fl.baselines: the digits task, and FedAvg beside
 centralized and local-only training on it."""
 
 from __future__ import annotations
@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from om_teach.data.digits import load_digits
 from om_teach.data.partition import dirichlet
 from om_teach.fl.baselines import centralized, compare, local_only
 from om_teach.fl.client import get_params
-from om_teach.fl.digits import accuracy, load_digits, mlp
+from om_teach.fl.models import accuracy, mlp
 
 
 def test_digits_are_images_in_the_unit_range_split_without_overlap():

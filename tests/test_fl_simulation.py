@@ -11,6 +11,7 @@ from torch import nn
 
 from om_teach.data.partition import iid
 from om_teach.fl.client import get_params, local_train, set_params
+from om_teach.fl.dp import DPFedAvg
 from om_teach.fl.simulation import simulate
 from om_teach.fl.strategy import FedAvg
 
@@ -61,6 +62,22 @@ def test_fedavg_learns_digits():
                        batch_size=16, epochs=1, seed=0, evaluate=_accuracy(X, y))  # fmt: skip
     assert results[-1].metrics["accuracy"] > 0.85
     assert all(len(r.clients) == 10 for r in results)
+
+
+def test_client_noise_is_added_by_each_client_in_the_simulation():
+    """With the noise at the clients, each simulated client clips and noises its own change:
+    the server's mean then carries noise z·C/m per coordinate, as with the noise at the server."""
+    shards, _ = _digits_shards(4)
+    moved = {}
+    for where in ("server", "client"):
+        dp = DPFedAvg(clip_norm=0.01, noise_multiplier=100.0, budget=1e6, noise_at=where,
+                      rng=np.random.default_rng(0))  # fmt: skip
+        model = _model()
+        start = np.concatenate([p.ravel() for p in get_params(model)])
+        [result] = simulate(model, shards, dp, rounds=1, learning_rate=0.1, batch_size=8, steps=1)
+        moved[where] = np.concatenate([p.ravel() for p in result.params]) - start
+    for change in moved.values():
+        assert change.std() == pytest.approx(100.0 * 0.01 / 4, rel=0.1)
 
 
 def test_bad_simulation_settings_are_refused():

@@ -16,7 +16,7 @@ from om_teach.attacks.gradient_leakage import (
     reconstruction_error,
     shared_gradient,
 )
-from om_teach.fl.digits import mlp
+from om_teach.fl.models import mlp
 
 
 def _digits():

@@ -4,19 +4,16 @@ checked against the library they are built to outwit."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from om_teach.grading.key import AnswerKey
 from om_teach.grading.sandbox import bubblewrap_version
-from om_teach.grading.spec import defined_functions, load_exam, read_notebook
+from om_teach.grading.spec import load_exam
 
-from .conftest import ROOT, grade_samples
+from .conftest import ROOT, check_exam_skeleton, grade_samples
 
 EXAM = ROOT / "exams" / "sonar"
-SUBMISSIONS = ROOT / "tests" / "exams" / "sonar"
 ALL = {
     "q1_payout": 2,
     "q2_ridge_gradient": 2,
@@ -31,7 +28,6 @@ EXPECTED = {
     "partial": {**ALL, "q2_ridge_gradient": 0, "q4_rounds_within_budget": 0},
     "library_calls": dict(NONE),
 }
-ROLES = ("prompt", "answer", "self-check")
 
 sandboxed = pytest.mark.skipif(bubblewrap_version() is None, reason="bubblewrap is not usable")
 
@@ -66,20 +62,7 @@ def test_the_exam_measures_the_student_not_the_library(graded):
 
 
 def test_the_notebook_has_every_question_in_order_and_a_skeleton_for_each():
-    """exam.ipynb carries prompt, answer and self-check cells per question, in the spec's
-    order; each answer defines the spec's function and raises NotImplementedError."""
-    exam = load_exam(EXAM)
-    nb = read_notebook(exam.notebook)
-    assert nb.metadata["om_teach"] == {"exam": "sonar"}
-    tagged = [c.metadata["om_teach"] for c in nb.cells if "om_teach" in c.metadata]
-    assert tagged == [{"question": q.id, "role": r} for q in exam.questions for r in ROLES]
-    assert defined_functions(nb) >= {q.function for q in exam.questions}
-    answers = [c for c in nb.cells if c.metadata.get("om_teach", {}).get("role") == "answer"]
-    assert all(c.source.rstrip().endswith("raise NotImplementedError") for c in answers)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    assert json.loads((SUBMISSIONS / "blank.ipynb").read_text()) == json.loads(
-        exam.notebook.read_text()
-    )
+    check_exam_skeleton("sonar")
 
 
 def test_the_public_self_check_examples_agree_with_the_key():

@@ -21,6 +21,7 @@ _MODULES = {
     "toolbox": "om_teach.exercises.toolbox",
     "hydrogen": "om_teach.exercises.hydrogen",
     "helium": "om_teach.exercises.helium",
+    "federated": "om_teach.exercises.federated",
 }
 
 

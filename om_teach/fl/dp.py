@@ -78,6 +78,13 @@ class DPFedAvg(FedAvg):
         change = change + rng.normal(0.0, std, change.shape)
         return Update(unflatten(flatten(current) + change, current), update.num_examples)
 
+    def client_side(self, update: Update, current: Params, clients: int) -> Update:
+        """With ``noise_at="client"``, :meth:`privatize` the update with this strategy's
+        generator; with the noise at the server, the update as it is."""
+        if self.noise_at == "server":
+            return update
+        return self.privatize(update, current, clients, self.rng)
+
     def aggregate(self, round: int, current: Params, updates: Sequence[Update]) -> Params:
         """The next model: ``current`` plus the equal-weight mean of the clipped changes, with
         the server's noise when ``noise_at="server"``. Once the updates are checked, the round

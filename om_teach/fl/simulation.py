@@ -60,18 +60,10 @@ def simulate(
         for client in chosen:
             set_params(worker, params)
             X, y = shards[client]
-            updates.append(
-                local_train(
-                    worker,
-                    X,
-                    y,
-                    learning_rate=learning_rate,
-                    batch_size=batch_size,
-                    epochs=epochs,
-                    steps=steps,
-                    rng=rng,
-                )
-            )
+            local = {"epochs": epochs, "steps": steps, "rng": rng}
+            update = local_train(worker, X, y, learning_rate=learning_rate,
+                                 batch_size=batch_size, **local)  # fmt: skip
+            updates.append(strategy.client_side(update, params, len(chosen)))
         params = strategy.aggregate(round, params, updates)
         set_params(model, params)
         metrics = evaluate(model) if evaluate is not None else {}

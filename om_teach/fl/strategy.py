@@ -111,6 +111,11 @@ class FedAvg:
         chosen = rng.choice(len(clients), size=count, replace=False)
         return [clients[i] for i in sorted(chosen)]
 
+    def client_side(self, update: Update, current: Params, clients: int) -> Update:
+        """What each of the round's ``clients`` does to its update before sending it: nothing,
+        for FedAvg (DP-FedAvg with noise at the clients adds its noise here)."""
+        return update
+
     def aggregate(self, round: int, current: Params, updates: Sequence[Update]) -> Params:
         """The next global model from the round's updates."""
         return weighted_average(updates, current)

@@ -1,5 +1,4 @@
-"""The digits task of module 02: scikit-learn's 8×8 handwritten digits, and the small network
-every federated example trains on them.
+"""scikit-learn's 8×8 handwritten digits, the images of module 02.
 
 The 1,797 images ship inside scikit-learn, so they load offline. Pixels are scaled to [0, 1]
 and left unstandardized, so that an image stolen from a gradient can be shown, and scored,
@@ -11,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from sklearn import datasets
-from torch import nn
 
 SIDE = 8  # images are SIDE × SIDE pixels
 CLASSES = 10
@@ -38,17 +35,3 @@ def load_digits(seed: int = 0, *, test_fraction: float = 0.2) -> Digits:
     order = np.random.default_rng(seed).permutation(len(X))
     cut = len(X) - max(1, round(test_fraction * len(X)))
     return Digits(X[order[:cut]], y[order[:cut]], X[order[cut:]], y[order[cut:]])
-
-
-def mlp(seed: int = 0, *, hidden: int = 32) -> nn.Module:
-    """A 64-``hidden``-10 network with a ReLU, its weights drawn from ``seed``. Its first layer
-    is fully connected, which is what the gradient-leakage attacks read."""
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(SIDE * SIDE, hidden), nn.ReLU(), nn.Linear(hidden, CLASSES))
-
-
-def accuracy(model: nn.Module, X: np.ndarray, y: np.ndarray) -> float:
-    """The fraction of rows of X whose most likely class under ``model`` is their label."""
-    with torch.no_grad():
-        predicted = model(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
-    return float(np.mean(predicted == np.asarray(y)))
