@@ -34,8 +34,12 @@ def test_simulate_with_client_noise_reports_epsilon_against_each_party(capsys):
         (["--strategy", "dp", "--noise-multiplier", "1"], "needs a budget"),
         (["--fraction", "1.5"], "sample rate must lie in (0, 1]"),
         (["--clients", "5000"], "more owners than rows"),
+        (
+            ["--strategy", "dp", "--noise-multiplier", "1", "--budget", "3"],
+            "ask for fewer --rounds",
+        ),
     ],
 )
 def test_bad_settings_get_a_message_not_a_traceback(extra, message, capsys):
-    assert cli.main(["fl", "simulate", "--rounds", "1", *extra]) == 2
+    assert cli.main(["fl", "simulate", "--rounds", "2", "--clients", "4", *extra]) == 2
     assert message in capsys.readouterr().err

@@ -61,23 +61,29 @@ def analytic_reconstruction(model: nn.Module, gradient: list[torch.Tensor]) -> n
 
 def infer_labels(model: nn.Module, gradient: list[torch.Tensor], batch_size: int) -> np.ndarray:
     """The batch's labels, with repeats, from the last bias gradient. With softmax
-    cross-entropy that gradient is gᶜ = (Σᵢ pᵢᶜ − nᶜ) / B for nᶜ rows of class c, so nᶜ ≈
-    B (p̄ᶜ − gᶜ), where p̄ is the model's mean prediction, here on random inputs (the count
-    estimate of Wainakh et al., 2022), rounded to counts that sum to B. At batch size 1 this
-    is iDLG's rule: the one negative entry names the label."""
+    cross-entropy that gradient is gᶜ = (Σᵢ pᵢᶜ − nᶜ) / B for nᶜ rows of class c, so a class
+    with gᶜ < 0 is certainly present (iDLG's rule; at batch size 1, the one negative entry).
+    When fewer classes are negative than rows, the counts are estimated as nᶜ ≈ B (p̄ᶜ − gᶜ),
+    with p̄ the model's mean prediction on random inputs (Wainakh et al., 2022), at least 1
+    for each class present, rounded to sum to B. The estimate is good while the model's
+    predictions are near uniform, as early in training."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     last_bias = gradient[-1].numpy().astype(np.float64)
+    present = last_bias < 0
+    if present.sum() >= batch_size:
+        return np.sort(np.argsort(last_bias)[:batch_size])
     first = next(m for m in model.modules() if isinstance(m, nn.Linear))
     probe = torch.rand((256, first.in_features), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         mean_prediction = torch.softmax(model(probe), dim=1).mean(0).numpy()
     estimate = batch_size * (mean_prediction - last_bias)
-    counts = np.clip(np.floor(estimate), 0, None).astype(int)
+    floor = present.astype(int)
+    counts = np.maximum(np.floor(estimate), floor).astype(int)
     while counts.sum() < batch_size:
         counts[np.argmax(estimate - counts)] += 1
     while counts.sum() > batch_size:
-        counts[np.argmax(counts - estimate)] -= 1
+        counts[np.argmax(np.where(counts > floor, counts - estimate, -np.inf))] -= 1
     return np.repeat(np.arange(len(counts)), counts)
 
 

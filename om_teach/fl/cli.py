@@ -28,7 +28,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sim.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     sim.add_argument("--server-learning-rate", type=float, default=0.01, help="FedAdam/FedYogi η")
     sim.add_argument("--clip-norm", type=float, default=1.0, help="DP: C")
-    sim.add_argument("--noise-multiplier", type=float, help="DP: z")
+    sim.add_argument("--noise-multiplier", type=float,
+                     help="DP: z (the noise comes from the OS, not from --seed)")  # fmt: skip
     sim.add_argument("--budget", type=float, help="DP: the most ε the run may spend")
     sim.add_argument("--noise-at", choices=("server", "client"), default="server")
     sim.add_argument("--threshold", type=int, help="secagg: t (default: half the clients, + 1)")
@@ -64,6 +65,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from om_teach.data.partition import dirichlet, iid
     from om_teach.fl.models import accuracy, mlp
     from om_teach.fl.simulation import simulate
+    from om_teach.privacy.accounting import BudgetExceeded
 
     digits = load_digits(args.seed)
     X, y = digits.X_train, digits.y_train
@@ -72,18 +74,24 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         parts = dirichlet(y, args.clients, args.alpha, seed=args.seed)
     strategy = make_strategy(args, max_examples=max(len(p) for p in parts))
-    results = simulate(
-        mlp(args.seed),
-        [(X[p], y[p]) for p in parts],
-        strategy,
-        rounds=args.rounds,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        seed=args.seed,
-        evaluate=lambda m: {"accuracy": accuracy(m, digits.X_test, digits.y_test)},
-        progress=True,
-    )
+    try:
+        results = simulate(
+            mlp(args.seed),
+            [(X[p], y[p]) for p in parts],
+            strategy,
+            rounds=args.rounds,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            seed=args.seed,
+            evaluate=lambda m: {"accuracy": accuracy(m, digits.X_test, digits.y_test)},
+            progress=True,
+        )
+    except BudgetExceeded as err:
+        raise ValueError(
+            f"{err}; ask for fewer --rounds, a larger --budget or --noise-multiplier, or sample "
+            "fewer clients a round (--fraction)"
+        ) from None
     print(f"{'round':>5}  {'clients':>7}  {'accuracy':>8}  {'seconds':>7}")
     for r in results:
         accuracy_ = r.metrics["accuracy"]
