@@ -40,13 +40,15 @@ $(STAMP): pyproject.toml constraints.txt
 	@PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,chain,ipfs]' $(QUIET)
 	@$(BIN)/python -c "import torch, om_teach; assert '+cu' not in torch.__version__, torch.__version__"
 	@$(BIN)/python -m ipykernel install --user --name om-teach --display-name "Python (om-teach)" >/dev/null
-	@command -v bwrap >/dev/null && command -v ipfs_cid >/dev/null || \
+	@command -v bwrap >/dev/null && command -v ipfs_cid >/dev/null && command -v chromium >/dev/null \
+		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		$(MAKE) --no-print-directory system-packages
 	@touch $@
 
-# Debian packages: bubblewrap (the exam grader's sandbox) and ipfs-cid (an independent check
-# of the store's CIDs). Debian and Ubuntu: installed here when running as root.
-SYSTEM_PACKAGES := bubblewrap ipfs-cid
+# Debian packages: bubblewrap (the exam grader's sandbox), ipfs-cid (an independent check of
+# the store's CIDs), postgresql (the node on PostgreSQL, in its tests) and chromium (the node's
+# pages, tested headless through playwright). Debian and Ubuntu: installed here as root.
+SYSTEM_PACKAGES := bubblewrap ipfs-cid postgresql chromium
 system-packages:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "Installing $(SYSTEM_PACKAGES)"; \

@@ -1,5 +1,5 @@
 """The ``om-teach`` command: open the course, run it, take and grade exams, sign and verify
-certificates, simulate federated learning, and check the machine."""
+certificates, simulate federated learning, run a model-hosting node, and check the machine."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from om_teach import syllabus as syllabus_mod
 from om_teach.fl import cli as fl_cli
 from om_teach.grading import cli as grading_cli
+from om_teach.node import cli as node_cli
 
 START_PAGE = "notebooks/00_welcome/00_welcome.ipynb"
 
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     grading_cli.add_commands(commands)
     fl_cli.add_commands(commands)
+    node_cli.add_commands(commands)
 
     sonar = commands.add_parser(  # its own options (and -h) go to the sonar command
         "sonar",

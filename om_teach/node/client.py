@@ -1,0 +1,164 @@
+"""The node's Python client: the whole API, retries with backoff for what is transient (a node
+restarting, a dropped connection, 502/503/504), and a :class:`NodeRequestError` carrying the
+node's own "what went wrong" and "what to do" for everything else.
+
+Downloads are verified: the bytes must hash to the content address the node lists for that
+version, so a node (or anything between) cannot swap the weights unnoticed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from om_teach.node import PROTOCOL, PROTOCOL_HEADER, architectures
+from om_teach.storage.cid import cid_of
+
+TRANSIENT = {502, 503, 504}
+
+
+class NodeRequestError(RuntimeError):
+    """The node refused a request: its status, error and hint."""
+
+    def __init__(self, status: int, error: str, hint: str = "") -> None:
+        super().__init__(f"{status}: {error}" + (f" ({hint})" if hint else ""))
+        self.status, self.error, self.hint = status, error, hint
+
+
+class DownloadMismatch(RuntimeError):
+    """Downloaded weights that do not hash to the content address the node listed."""
+
+
+class NodeClient:
+    """A client of the node at ``url``, with a bearer ``token`` (None for public models);
+    ``transport`` goes to httpx (a proxy's, say)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        retries: int = 4,
+        backoff: float = 0.2,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {PROTOCOL_HEADER: PROTOCOL}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.url, self.retries, self.backoff = url.rstrip("/"), retries, backoff
+        self.http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                if attempt == self.retries:
+                    raise ConnectionError(f"the node at {self.url} did not answer: {err}") from None
+            else:
+                if response.status_code not in TRANSIENT or attempt == self.retries:
+                    break
+            time.sleep(self.backoff * 2**attempt)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                error, hint = body.get("error", response.text), body.get("hint", "")
+            except ValueError:
+                error, hint = response.text or response.reason_phrase, ""
+            raise NodeRequestError(response.status_code, error, hint)
+        return response
+
+    def protocol(self) -> dict:
+        """The node's protocol version and database schema revision."""
+        return self._request("GET", "/protocol").json()
+
+    def architectures(self) -> list[dict]:
+        """The architectures the node hosts."""
+        return self._request("GET", "/architectures").json()
+
+    def models(self) -> list[dict]:
+        """The models this client may read, with their versions."""
+        return self._request("GET", "/models").json()
+
+    def model(self, model_id: str) -> dict:
+        """One model and its versions."""
+        return self._request("GET", f"/models/{model_id}").json()
+
+    def create_model(
+        self,
+        model_id: str,
+        architecture: str,
+        *,
+        public: bool = False,
+        description: str | None = None,
+    ) -> dict:
+        """Create a model (or find the same one already there); needs the upload scope."""
+        body = {
+            "id": model_id,
+            "architecture": architecture,
+            "public": public,
+            "description": description,
+        }
+        return self._request("POST", "/models", json=body).json()
+
+    def upload(self, model_id: str, weights: bytes | nn.Module | dict[str, torch.Tensor]) -> dict:
+        """Host new weights as the model's next version: safetensors bytes, a network, or its
+        state dict. Returns the version and its content address."""
+        if isinstance(weights, nn.Module):
+            weights = weights.state_dict()
+        if isinstance(weights, dict):
+            weights = save_safetensors({k: v.contiguous() for k, v in weights.items()})
+        return self._request(
+            "POST",
+            f"/models/{model_id}/versions",
+            content=weights,
+            headers={"Content-Type": "application/octet-stream"},
+        ).json()
+
+    def download(self, model_id: str, version: int) -> bytes:
+        """A version's safetensors bytes, verified against the content address the node lists."""
+        listed = {v["version"]: v["cid"] for v in self.model(model_id)["versions"]}
+        if version not in listed:
+            raise NodeRequestError(404, f"model {model_id!r} has no version {version}")
+        data = self._request("GET", f"/models/{model_id}/versions/{version}/weights").content
+        actual = cid_of(data)
+        if actual != listed[version]:
+            raise DownloadMismatch(
+                f"version {version} of {model_id!r} is listed as {listed[version]}, but the "
+                f"bytes received hash to {actual}: do not use them"
+            )
+        return data
+
+    def load(self, model_id: str, version: int) -> nn.Module:
+        """A version as a network of its architecture, from verified weights."""
+        architecture = architectures.get(self.model(model_id)["architecture"])
+        return architectures.check_weights(
+            architecture, load_safetensors(self.download(model_id, version))
+        )
+
+    def predict(
+        self, model_id: str, inputs: Sequence[Sequence[float]], *, version: int | None = None
+    ) -> dict:
+        """The model's outputs for rows of ``inputs`` (the newest version unless given)."""
+        rows = inputs.tolist() if hasattr(inputs, "tolist") else inputs
+        body = {"inputs": rows, "version": version}
+        return self._request("POST", f"/models/{model_id}/predict", json=body).json()
