@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.torch import save as save_safetensors
-from sqlalchemy.orm import Session
 
 from om_teach.fl.models import mlp
-from om_teach.node import db
-from om_teach.node.auth import create_token
+from om_teach.node.auth import issue
 from om_teach.node.client import NodeClient
 from om_teach.node.process import NodeProcess
 
@@ -77,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="om-teach-bench-node-") as folder:
         data = Path(folder)
-        engine = db.connect(db.database_url(data, None))
-        db.upgrade(engine)
-        with Session(engine) as session:
-            token = create_token(session, "bench", ["read", "upload"])
+        token = issue(data, ["read", "upload"], name="bench")
         lines = [
             "## Node: predict",
             "",

@@ -22,6 +22,7 @@ _MODULES = {
     "hydrogen": "om_teach.exercises.hydrogen",
     "helium": "om_teach.exercises.helium",
     "federated": "om_teach.exercises.federated",
+    "hosting": "om_teach.exercises.hosting",
 }
 
 

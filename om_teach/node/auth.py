@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from om_teach.node.db import Token
+from om_teach.node.db import Token, check_current, open_node
 
 SCOPES = ("read", "upload", "train", "admin")
 PREFIX = "omt_"
@@ -40,3 +41,17 @@ def scopes_of(session: Session, token: str) -> set[str] | None:
         return None
     scopes = set(row.scopes.split(","))
     return set(SCOPES) if "admin" in scopes else scopes
+
+
+def issue(
+    data: Path, scopes: Iterable[str], *, name: str = "token", database_url: str | None = None
+) -> str:
+    """A new token for the node with data folder ``data``: what ``om-teach node token create``
+    prints. The database must be at the head revision (a new one is created there)."""
+    engine = open_node(data, database_url)
+    try:
+        check_current(engine)
+        with Session(engine) as session:
+            return create_token(session, name, scopes)
+    finally:
+        engine.dispose()

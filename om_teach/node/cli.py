@@ -50,24 +50,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create.set_defaults(func=_token_create)
 
 
-def _engine(args: argparse.Namespace, *, new_ok: bool):
-    """The node's database engine; a new, empty database is migrated when ``new_ok``."""
-    from om_teach.node import db
-
-    Path(args.data).mkdir(parents=True, exist_ok=True)
-    engine = db.connect(db.database_url(Path(args.data), args.database_url))
-    if new_ok and db.current(engine) is None:
-        db.upgrade(engine)
-    return engine
-
-
 def _serve(args: argparse.Namespace) -> int:
     """Run uvicorn on the node app (a factory, so that each worker builds its own)."""
     import uvicorn
 
     from om_teach.node import db
 
-    db.check_current(_engine(args, new_ok=True))
+    db.check_current(db.open_node(Path(args.data), args.database_url))
     os.environ.update(
         OM_TEACH_NODE_DATA=str(Path(args.data).resolve()),
         OM_TEACH_NODE_DATABASE=args.database_url or "",
@@ -89,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from om_teach.node import db
 
-    engine = _engine(args, new_ok=False)
+    engine = db.open_node(Path(args.data), args.database_url, migrate_new=False)
     before = db.current(engine)
     after = db.upgrade(engine)
     print(f"database schema: {before or 'empty'} -> {after}")
@@ -97,17 +86,11 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
+    from om_teach.node.auth import issue
 
-    from om_teach.node import db
-    from om_teach.node.auth import create_token
-
-    engine = _engine(args, new_ok=True)
-    db.check_current(engine)
-    with Session(engine) as session:
-        token = create_token(session, args.name, args.scope)
-    print(token)
+    print(issue(Path(args.data), args.scope, name=args.name, database_url=args.database_url))
     print(
-        f"scopes: {', '.join(sorted(set(args.scope)))}; shown once, keep it secret", file=sys.stderr
+        f"scopes: {', '.join(sorted(set(args.scope)))}; shown once, keep it secret",
+        file=sys.stderr,
     )
     return 0

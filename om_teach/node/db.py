@@ -154,3 +154,13 @@ def check_current(engine: Engine) -> None:
             f"the database is at schema revision {at}, this node needs {want}: "
             "back it up, then run `om-teach node migrate`"
         )
+
+
+def open_node(data: Path, url: str | None = None, *, migrate_new: bool = True) -> Engine:
+    """The engine of the node whose data folder is ``data`` (made if missing); an empty
+    database is migrated to the head when ``migrate_new`` (a new node), else left as it is."""
+    Path(data).mkdir(parents=True, exist_ok=True)
+    engine = connect(database_url(Path(data), url))
+    if migrate_new and current(engine) is None:
+        upgrade(engine)
+    return engine
