@@ -111,3 +111,9 @@ def check_exam_skeleton(exam_id: str) -> None:
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     blank = ROOT / "tests" / "exams" / exam_id / "blank.ipynb"
     assert json.loads(blank.read_text()) == json.loads(exam.notebook.read_text())
+
+
+def assert_scores(grade, points: dict[str, int]) -> None:
+    """A sample submission was graded (not an error) and earned exactly ``points``."""
+    assert grade.status == "graded", grade.error
+    assert grade.points == {q: float(p) for q, p in points.items()}

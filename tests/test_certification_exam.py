@@ -12,7 +12,7 @@ from om_teach.grading.key import AnswerKey
 from om_teach.grading.sandbox import bubblewrap_version
 from om_teach.grading.spec import load_exam
 
-from .conftest import ROOT, check_exam_skeleton, grade_samples
+from .conftest import ROOT, assert_scores, check_exam_skeleton, grade_samples
 
 EXAM = ROOT / "exams" / "certification"
 ALL = {"m02_q1_server_step": 2, "m02_q2_fedadagrad_step": 2, "m02_q3_steal_pixels": 2}
@@ -43,9 +43,7 @@ def graded(tmp_path_factory):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_submission_scores_exactly_as_expected(graded, name):
     """Reference 6, blank 0, partial 4 (Adam's second moment for Adagrad's)."""
-    grade = graded[name]
-    assert grade.status == "graded", grade.error
-    assert grade.points == {q: float(p) for q, p in EXPECTED[name].items()}
+    assert_scores(graded[name], EXPECTED[name])
 
 
 @sandboxed
