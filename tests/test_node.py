@@ -97,7 +97,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(node):
     wrong_dtype = {k: v.double() for k, v in mlp(0).state_dict().items()}
     cases = [
         (lambda: c.upload("strict", b"\x00" * 200), 422, "not a safetensors file"),
-        (lambda: c.upload("strict", b"\x01" * 60_000), 413, "over this node's limit"),
+        (lambda: c.upload("strict", b"\x01" * 60_000), 413, "larger than this node accepts"),
         (lambda: c.upload("strict", save_safetensors(wrong_shape)), 422, "needs (10, 32)"),
         (lambda: c.upload("strict", save_safetensors(wrong_dtype)), 422, "torch.float32"),
         (lambda: c.upload("strict", torch.nn.Linear(10, 1)), 422, "lacks"),
@@ -129,6 +129,55 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(node):
         headers={"Authorization": f"Bearer {node.tokens['both']}"},
     ).json()
     assert set(body) == {"error", "hint"} and "id" in body["error"]
+
+
+def test_odd_requests_get_json_refusals_not_server_errors(node):
+    """Routes that do not exist, methods that do not apply, bodies that are not JSON or too
+    large, numbers past SQL's integers, NUL in an id, a known token under another scheme."""
+    auth = {"Authorization": f"Bearer {node.tokens['both']}"}
+    client(node).create_model("odd", "digits-mlp", public=True)
+    client(node).upload("odd", weights(0))
+    cases = [
+        ("GET", "/nowhere", {}, 404),
+        ("DELETE", "/models", {}, 405),
+        (
+            "POST",
+            "/models/odd/predict",
+            {"content": b"not json", "headers": {"Content-Type": "application/json"}},
+            422,
+        ),
+        ("POST", "/models/odd/predict", {"json": {"inputs": [[0.0] * 64], "version": 2**40}}, 422),
+        ("GET", f"/models/odd/versions/{2**70}/weights", {}, 422),
+        ("GET", "/models/odd%00x", {}, 404),
+        (
+            "POST",
+            "/models",
+            {
+                "json": {"id": "x" * 8, "architecture": "digits-mlp", "description": "a\x00b"},
+                "headers": auth,
+            },
+            422,
+        ),
+        ("POST", "/models/odd/predict", {"json": {"inputs": [[1e39] * 64]}}, 422),
+        (
+            "POST",
+            "/models/odd/predict",
+            {"content": b"[" * 5_000_000, "headers": {"Content-Type": "application/json"}},
+            413,
+        ),
+        ("GET", "/models", {"headers": {"Authorization": f"Basic {node.tokens['both']}"}}, 401),
+        (
+            "POST",
+            "/models/odd/versions",
+            {"content": iter([b"\x01" * 30_000] * 3), "headers": auth},
+            413,
+        ),  # chunked: no length given
+    ]
+    for method, path, kwargs, status in cases:
+        response = httpx.request(method, node.url + path, timeout=30, **kwargs)
+        assert response.status_code == status, (path, response.text[:200])
+        body = response.json()
+        assert set(body) >= {"error", "hint"}, body
 
 
 def test_a_client_of_another_protocol_is_told_both_versions(node):

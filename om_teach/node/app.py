@@ -13,17 +13,22 @@ from typing import Annotated
 
 import torch
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from om_teach.node import PROTOCOL, PROTOCOL_HEADER, architectures, db
 from om_teach.node.auth import digest, scopes_of
 from om_teach.node.hosting import Hosting, Limits, NodeError, describe
 from om_teach.storage.stores import DirectoryStore, TamperedContentError
+
+MAX_VERSION = 2**31 - 1  # versions are SQL integers
+JSON_BODY_BYTES = 4 * 1024 * 1024  # a JSON request: a model's description, a predict batch
 
 
 class NewModel(BaseModel):
@@ -35,7 +40,44 @@ class NewModel(BaseModel):
 
 class PredictRequest(BaseModel):
     inputs: list
-    version: int | None = None
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
+
+
+class BodyLimit:
+    """Refuse a request body past its limit (413): weights uploads up to ``upload_bytes``, any
+    other request up to JSON_BODY_BYTES; by its Content-Length, else as the bytes arrive."""
+
+    def __init__(self, app, *, upload_bytes: int) -> None:
+        self.app, self.upload_bytes = app, upload_bytes
+
+    def _refusal(self, limit: int) -> NodeError:
+        return NodeError(
+            413,
+            f"the request is larger than this node accepts ({limit} bytes)",
+            "upload smaller weights, or split a predict batch",
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = scope["method"] == "POST" and scope["path"].endswith("/versions")
+        limit = self.upload_bytes if upload else JSON_BODY_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            err = self._refusal(limit)
+            response = JSONResponse({"error": err.error, "hint": err.hint}, status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise self._refusal(limit)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(
@@ -60,13 +102,40 @@ def create_app(
                 client_protocol=asked,
             )
 
-    app = FastAPI(title="om-teach node", version=PROTOCOL, dependencies=[Depends(protocol_spoken)])
+    app = FastAPI(
+        title="om-teach node",
+        version=PROTOCOL,
+        dependencies=[Depends(protocol_spoken)],
+    )
+    app.add_middleware(BodyLimit, upload_bytes=hosting.limits.upload_bytes)
     app.state.hosting, app.state.engine = hosting, engine
 
     @app.exception_handler(NodeError)
     def _refusal(request: Request, err: NodeError) -> JSONResponse:
         return JSONResponse(
             {"error": err.error, "hint": err.hint, **err.extra}, status_code=err.status
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        hints = {
+            404: "GET /docs lists the API's routes",
+            405: "GET /docs lists each route's methods",
+            413: "send a smaller request",
+        }
+        return JSONResponse(
+            {"error": str(err.detail), "hint": hints.get(err.status_code, "see GET /docs")},
+            status_code=err.status_code,
+        )
+
+    @app.exception_handler(Exception)
+    def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse(
+            {
+                "error": f"the node failed: {type(err).__name__}",
+                "hint": "the node's operator finds the details in its log",
+            },
+            status_code=500,
         )
 
     @app.exception_handler(TamperedContentError)
@@ -105,7 +174,7 @@ def create_app(
             return None
         kind, _, token = header.partition(" ")
         key = digest(token.strip())
-        found = issued.get(key)
+        found = issued.get(key) if kind.lower() == "bearer" else None
         if found is None and kind.lower() == "bearer":
             found = await run_in_threadpool(lookup, token.strip())
             if found is not None:  # tokens are never revoked yet: a hit stays valid
@@ -184,23 +253,7 @@ def create_app(
     @app.post("/models/{model_id}/versions", status_code=201)
     async def upload(model_id: str, request: Request, granted: Scopes, response: Response) -> dict:
         need(granted, "upload")
-        limit = hosting.limits.upload_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise NodeError(
-                413,
-                f"the upload has {declared} bytes, over this node's limit of {limit}",
-                "upload smaller weights",
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise NodeError(
-                    413,
-                    f"the upload is over this node's limit of {limit} bytes",
-                    "upload smaller weights",
-                )
+        body = await request.body()  # BodyLimit refuses more than the upload limit
         version, created = await run_in_threadpool(store_version, model_id, bytes(body))
         response.status_code = 201 if created else 200
         return {
@@ -215,7 +268,12 @@ def create_app(
             return hosting.add_version(s, model_id, data)
 
     @app.get("/models/{model_id}/versions/{version}/weights")
-    def download(model_id: str, version: int, s: Db, granted: Scopes) -> Response:
+    def download(
+        model_id: str,
+        version: Annotated[int, FastApiPath(ge=1, le=MAX_VERSION)],
+        s: Db,
+        granted: Scopes,
+    ) -> Response:
         readable(s, model_id, granted)
         row = hosting.version(s, model_id, version)
         return Response(

@@ -3,7 +3,9 @@ restarting, a dropped connection, 502/503/504), and a :class:`NodeRequestError` 
 node's own "what went wrong" and "what to do" for everything else.
 
 Downloads are verified: the bytes must hash to the content address the node lists for that
-version, so a node (or anything between) cannot swap the weights unnoticed.
+version, or to one the caller got elsewhere (``expected_cid``). The first catches damage and a
+meddler that changes only the bytes; only the second, a CID published where the node cannot
+change it, holds against a dishonest node or a meddler on plain HTTP that changes both.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import torch
@@ -22,6 +25,11 @@ from om_teach.node import PROTOCOL, PROTOCOL_HEADER, architectures
 from om_teach.storage.cid import cid_of
 
 TRANSIENT = {502, 503, 504}
+
+
+def _q(model_id: str) -> str:
+    """A model id as one URL path segment."""
+    return quote(model_id, safe="")
 
 
 class NodeRequestError(RuntimeError):
@@ -101,7 +109,7 @@ class NodeClient:
 
     def model(self, model_id: str) -> dict:
         """One model and its versions."""
-        return self._request("GET", f"/models/{model_id}").json()
+        return self._request("GET", f"/models/{_q(model_id)}").json()
 
     def create_model(
         self,
@@ -129,22 +137,25 @@ class NodeClient:
             weights = save_safetensors({k: v.contiguous() for k, v in weights.items()})
         return self._request(
             "POST",
-            f"/models/{model_id}/versions",
+            f"/models/{_q(model_id)}/versions",
             content=weights,
             headers={"Content-Type": "application/octet-stream"},
         ).json()
 
-    def download(self, model_id: str, version: int) -> bytes:
-        """A version's safetensors bytes, verified against the content address the node lists."""
+    def download(self, model_id: str, version: int, *, expected_cid: str | None = None) -> bytes:
+        """A version's safetensors bytes, verified against ``expected_cid`` if given, else the
+        content address the node lists."""
         listed = {v["version"]: v["cid"] for v in self.model(model_id)["versions"]}
         if version not in listed:
             raise NodeRequestError(404, f"model {model_id!r} has no version {version}")
-        data = self._request("GET", f"/models/{model_id}/versions/{version}/weights").content
+        want = expected_cid or listed[version]
+        data = self._request("GET", f"/models/{_q(model_id)}/versions/{version}/weights").content
         actual = cid_of(data)
-        if actual != listed[version]:
+        if actual != want:
+            source = "expected" if expected_cid else "listed"
             raise DownloadMismatch(
-                f"version {version} of {model_id!r} is listed as {listed[version]}, but the "
-                f"bytes received hash to {actual}: do not use them"
+                f"version {version} of {model_id!r} is {source} as {want}, but the bytes "
+                f"received hash to {actual}: do not use them"
             )
         return data
 
@@ -161,4 +172,4 @@ class NodeClient:
         """The model's outputs for rows of ``inputs`` (the newest version unless given)."""
         rows = inputs.tolist() if hasattr(inputs, "tolist") else inputs
         body = {"inputs": rows, "version": version}
-        return self._request("POST", f"/models/{model_id}/predict", json=body).json()
+        return self._request("POST", f"/models/{_q(model_id)}/predict", json=body).json()

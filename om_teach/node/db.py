@@ -65,7 +65,10 @@ class Version(Base):
     """Version n of a model: its weights, named by their content address."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("model_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        UniqueConstraint("model_id", "cid", name="uq_model_versions_model_id_cid"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
     version: Mapped[int] = mapped_column(Integer)

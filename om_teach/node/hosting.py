@@ -83,6 +83,12 @@ class Hosting:
                 f"bad model id {model_id!r}",
                 "use 1-64 characters: lowercase letters, digits, - and _",
             )
+        if description is not None and (len(description) > 2000 or "\x00" in description):
+            raise NodeError(
+                422,
+                "a description is at most 2000 characters, without NUL",
+                "shorten the description",
+            )
         try:
             architectures.get(architecture)
         except architectures.ArchitectureError as err:
@@ -114,6 +120,10 @@ class Hosting:
         so each process keeps the ones it has read."""
         model = self._models.get(model_id)
         if model is None:
+            if not MODEL_ID.fullmatch(model_id):
+                raise NodeError(
+                    404, f"no model {model_id!r} on this node", "GET /models lists them"
+                )
             model = session.get(Model, model_id)
             if model is None:
                 raise NodeError(
@@ -199,7 +209,15 @@ class Hosting:
 
     def weights(self, version: Version) -> bytes:
         """The version's safetensors bytes, checked against its content address."""
-        return self.store.get(version.cid)
+        try:
+            return self.store.get(version.cid)
+        except KeyError:
+            raise NodeError(
+                500,
+                f"the weights of version {version.version} of "
+                f"{version.model_id!r} ({version.cid}) are missing from the store",
+                "the node's operator restores the data folder from a backup",
+            ) from None
 
     def network(self, model: Model, version: Version) -> nn.Module:
         """The version's network, loaded once and kept (by content address)."""
@@ -239,8 +257,12 @@ class Hosting:
                 f"a request carries 1 to {self.limits.batch_rows} rows, got {len(rows)}",
                 "split the batch",
             )
-        if not np.all(np.isfinite(rows)):
-            raise NodeError(422, "inputs hold NaN or infinite values", "send finite numbers")
+        if not np.all(np.isfinite(rows)) or np.abs(rows).max() > np.finfo(np.float32).max:
+            raise NodeError(
+                422,
+                "inputs hold NaN, infinite or out-of-range values",
+                "send finite numbers within float32's range",
+            )
         network = self.network(model, version)
         with torch.no_grad():
             outputs = network(torch.as_tensor(rows, dtype=torch.float32))

@@ -100,9 +100,10 @@ class MemoryStore(ContentStore):
 class DirectoryStore(ContentStore):
     """One file per CID under a folder, shared by separate processes (the platform's default).
 
-    A file is written to a temporary name in the same folder and renamed into place, so a
-    reader sees either nothing or the whole content, and concurrent writers of the same content
-    replace one whole file with another (a damaged file is repaired by putting its content again).
+    A file is written to a temporary name in the same folder, synced, renamed into place and the
+    folder synced, so a reader sees either nothing or the whole content, even after a crash;
+    concurrent writers of the same content replace one whole file with another (a damaged file
+    is repaired by putting its content again).
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -125,6 +126,11 @@ class DirectoryStore(ContentStore):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, self.root / cid)
+            directory = os.open(self.root, os.O_RDONLY)
+            try:  # the rename itself survives a power loss only once the folder is synced
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
