@@ -104,3 +104,41 @@ def test_two_workers_on_one_postgresql_serve_the_same_state(postgres, tmp_path):
         assert answers == [listed[v] for v in range(1, 17)]
     engine = db.connect(postgres.url)
     assert db.current(engine) == db.head()
+
+
+def test_a_cycle_closes_once_with_two_workers_on_postgresql(postgres, tmp_path):
+    """Twenty workers report at once to a cycle served by two uvicorn processes: every report
+    is counted once, and exactly one version is published."""
+    from om_teach.data.digits import load_digits
+    from om_teach.fl.models import mlp
+    from om_teach.node.auth import issue
+    from om_teach.node.worker import train_one_cycle
+
+    owner = issue(tmp_path, ["upload", "read"], database_url=postgres.url)
+    workers = [issue(tmp_path, ["train", "read"], database_url=postgres.url) for _ in range(20)]
+    digits = load_digits(0)
+    with NodeProcess(tmp_path, database_url=postgres.url, workers=2) as node:
+        scientist = NodeClient(node.url, owner)
+        scientist.create_model("fl-pg", "digits-mlp")
+        scientist.upload("fl-pg", mlp(0))
+        server = {
+            "cycles": 1,
+            "min_workers": 1,
+            "max_workers": 20,
+            "min_reports": 20,
+            "cycle_seconds": 120,
+        }
+        client = {"batch_size": 8, "learning_rate": 0.1, "local_steps": 2}
+        pid = scientist.create_process("fl-pg", client, server)["id"]
+
+        def work(i: int) -> dict:
+            rows = slice(8 * i, 8 * i + 8)
+            with NodeClient(node.url, workers[i]) as c:
+                return train_one_cycle(c, pid, digits.X_train[rows], digits.y_train[rows], seed=i)
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(work, range(20)))
+        assert [a["status"] for a in answers] == ["counted"] * 20
+        [cycle] = scientist.process(pid)["cycles"]
+        assert (cycle["status"], cycle["published"]) == ("closed", 2)
+        assert len(scientist.model("fl-pg")["versions"]) == 2

@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from om_teach.node import PROTOCOL, PROTOCOL_HEADER, architectures, db
-from om_teach.node.auth import digest, scopes_of
+from om_teach.node.auth import digest, identity_of
+from om_teach.node.cycles import Cycles, describe_process
 from om_teach.node.hosting import Hosting, Limits, NodeError, describe
 from om_teach.storage.stores import DirectoryStore, TamperedContentError
 
@@ -36,6 +37,12 @@ class NewModel(BaseModel):
     architecture: str
     public: bool = False
     description: str | None = None
+
+
+class NewProcess(BaseModel):
+    model_id: str
+    client_config: dict
+    server_config: dict
 
 
 class PredictRequest(BaseModel):
@@ -60,7 +67,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        upload = scope["method"] == "POST" and scope["path"].endswith("/versions")
+        upload = scope["method"] == "POST" and scope["path"].endswith(("/versions", "/fl/reports"))
         limit = self.upload_bytes if upload else JSON_BODY_BYTES
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
@@ -89,6 +96,7 @@ def create_app(
     db.check_current(engine)
     sessions = sessionmaker(engine, expire_on_commit=False)
     hosting = Hosting(DirectoryStore(data / "blobs"), limits)
+    cycles = Cycles(hosting)
     torch.set_num_threads(1)  # requests run in parallel threads; one row needs no more
 
     async def protocol_spoken(request: Request) -> None:
@@ -98,6 +106,7 @@ def create_app(
                 426,
                 f"this node speaks protocol {PROTOCOL}, the client protocol {asked}",
                 f"use a client for protocol {PROTOCOL}",
+                reason="version",
                 node_protocol=PROTOCOL,
                 client_protocol=asked,
             )
@@ -161,14 +170,15 @@ def create_app(
             yield s
 
     Db = Annotated[Session, Depends(session)]
-    issued: dict[str, set[str]] = {}  # token hash -> scopes, for tokens seen valid
+    issued: dict[str, tuple[int, set[str]]] = {}  # token hash -> (id, scopes), seen valid
 
-    def lookup(token: str) -> set[str] | None:
+    def lookup(token: str) -> tuple[int, set[str]] | None:
         with sessions() as s:
-            return scopes_of(s, token)
+            return identity_of(s, token)
 
-    async def scopes(request: Request) -> set[str] | None:
-        """The caller's scopes; None without a token; 401 for a token the node never issued."""
+    async def identity(request: Request) -> tuple[int, set[str]] | None:
+        """The caller's token id and scopes; None without a token; 401 for a token the node
+        never issued."""
         header = request.headers.get("authorization")
         if header is None:
             return None
@@ -187,6 +197,12 @@ def create_app(
                 "`om-teach node token create`",
             )
         return found
+
+    Identity = Annotated[tuple[int, set[str]] | None, Depends(identity)]
+
+    async def scopes(caller: Identity) -> set[str] | None:
+        """The caller's scopes; None without a token."""
+        return None if caller is None else caller[1]
 
     Scopes = Annotated[set[str] | None, Depends(scopes)]
 
@@ -292,6 +308,54 @@ def create_app(
             row = hosting.version(s, model_id, body.version)
         outputs = hosting.predict(model, row, body.inputs)
         return {"model": model_id, "version": row.version, "cid": row.cid, "outputs": outputs}
+
+    @app.post("/fl/processes", status_code=201)
+    def create_process(body: NewProcess, s: Db, granted: Scopes) -> dict:
+        need(granted, "upload")
+        process = cycles.create(s, body.model_id, body.client_config, body.server_config)
+        return describe_process(s, process)
+
+    @app.get("/fl/processes/{process_id}")
+    def get_process(process_id: int, s: Db, granted: Scopes) -> dict:
+        process = cycles.process(s, process_id)
+        readable(s, process.model_id, granted)
+        cycles.current(s, process)
+        return describe_process(s, process)
+
+    def worker(caller: tuple[int, set[str]] | None) -> int:
+        """The caller's token id, if it may train; 401/403 with reason "auth" otherwise."""
+        if caller is None or "train" not in caller[1]:
+            status = 401 if caller is None else 403
+            raise NodeError(
+                status,
+                "joining a cycle needs a token with the 'train' scope",
+                "ask the node's admin for a train token",
+                reason="auth",
+                retry_after=None,
+            )
+        return caller[0]
+
+    @app.post("/fl/processes/{process_id}/cycle-request")
+    def cycle_request(process_id: int, s: Db, caller: Identity) -> dict:
+        return cycles.request(s, process_id, worker(caller))
+
+    @app.post("/fl/reports")
+    async def report(request: Request, caller: Identity, examples: int) -> dict:
+        who = worker(caller)
+        key = request.headers.get("x-request-key")
+        if not key:
+            raise NodeError(
+                422,
+                "a report needs its X-Request-Key header",
+                "send the request key that cycle-request gave you",
+            )
+        body = await request.body()
+
+        def count() -> dict:
+            with sessions() as s:
+                return cycles.report(s, key, who, body, examples)
+
+        return await run_in_threadpool(count)
 
     return app
 

@@ -34,13 +34,13 @@ def create_token(session: Session, name: str, scopes: Iterable[str]) -> str:
     return token
 
 
-def scopes_of(session: Session, token: str) -> set[str] | None:
-    """The scopes of ``token``, None for a token the node never issued. admin holds them all."""
+def identity_of(session: Session, token: str) -> tuple[int, set[str]] | None:
+    """The token's id and scopes, None for a token the node never issued. admin holds them all."""
     row = session.scalar(select(Token).where(Token.sha256 == digest(token)))
     if row is None:
         return None
     scopes = set(row.scopes.split(","))
-    return set(SCOPES) if "admin" in scopes else scopes
+    return row.id, set(SCOPES) if "admin" in scopes else scopes
 
 
 def issue(

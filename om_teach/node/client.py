@@ -159,11 +159,12 @@ class NodeClient:
             )
         return data
 
-    def load(self, model_id: str, version: int) -> nn.Module:
+    def load(self, model_id: str, version: int, *, expected_cid: str | None = None) -> nn.Module:
         """A version as a network of its architecture, from verified weights."""
         architecture = architectures.get(self.model(model_id)["architecture"])
         return architectures.check_weights(
-            architecture, load_safetensors(self.download(model_id, version))
+            architecture,
+            load_safetensors(self.download(model_id, version, expected_cid=expected_cid)),
         )
 
     def predict(
@@ -173,3 +174,31 @@ class NodeClient:
         rows = inputs.tolist() if hasattr(inputs, "tolist") else inputs
         body = {"inputs": rows, "version": version}
         return self._request("POST", f"/models/{_q(model_id)}/predict", json=body).json()
+
+    def create_process(self, model_id: str, client_config: dict, server_config: dict) -> dict:
+        """Host an FL process training ``model_id``; needs the upload scope."""
+        body = {
+            "model_id": model_id,
+            "client_config": client_config,
+            "server_config": server_config,
+        }
+        return self._request("POST", "/fl/processes", json=body).json()
+
+    def process(self, process_id: int) -> dict:
+        """An FL process and its cycles."""
+        return self._request("GET", f"/fl/processes/{process_id}").json()
+
+    def cycle_request(self, process_id: int) -> dict:
+        """Ask for a place in the process's current cycle: accepted (with a request key, the
+        version to train and its CID) or rejected (with a reason and retry_after)."""
+        return self._request("POST", f"/fl/processes/{process_id}/cycle-request").json()
+
+    def report(self, request_key: str, weights: nn.Module | dict, examples: int) -> dict:
+        """Report trained weights for the place ``request_key`` holds."""
+        if isinstance(weights, nn.Module):
+            weights = weights.state_dict()
+        data = save_safetensors({k: v.contiguous() for k, v in weights.items()})
+        headers = {"Content-Type": "application/octet-stream", "X-Request-Key": request_key}
+        return self._request(
+            "POST", "/fl/reports", params={"examples": examples}, content=data, headers=headers
+        ).json()

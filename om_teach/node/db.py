@@ -77,6 +77,47 @@ class Version(Base):
     created: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class Process(Base):
+    """A model-centric FL process: the model it trains and its two configs (JSON)."""
+
+    __tablename__ = "fl_processes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    client_config: Mapped[str] = mapped_column(Text)
+    server_config: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Cycle(Base):
+    """Cycle n of a process: the version (and its CID, the commitment) its workers train, its
+    deadline, and its status: open, closed (a version was published) or failed (with a reason)."""
+
+    __tablename__ = "fl_cycles"
+    __table_args__ = (UniqueConstraint("process_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    process_id: Mapped[int] = mapped_column(ForeignKey("fl_processes.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    cid: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    reason: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    deadline: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    published: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Assignment(Base):
+    """A worker accepted into a cycle: the hash of its request key, and its report once made."""
+
+    __tablename__ = "fl_assignments"
+    __table_args__ = (UniqueConstraint("cycle_id", "worker"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(ForeignKey("fl_cycles.id"))
+    worker: Mapped[int] = mapped_column(ForeignKey("tokens.id"))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    report_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    examples: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
 class DatabaseError(ValueError):
     """A database that cannot be reached, or whose schema is not this node's."""
 

@@ -33,7 +33,7 @@ MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 class NodeError(Exception):
     """A refusal the client can act on: an HTTP status, what went wrong, and what to do."""
 
-    def __init__(self, status: int, error: str, hint: str, **extra: str) -> None:
+    def __init__(self, status: int, error: str, hint: str, **extra: object) -> None:
         super().__init__(error)
         self.status, self.error, self.hint, self.extra = status, error, hint, extra
 
