@@ -175,3 +175,32 @@ def test_fifty_concurrent_workers_are_each_counted_once(node):
     [cycle] = owner.process(pid)["cycles"]
     assert (cycle["status"], cycle["published"]) == ("closed", 2)
     assert len(owner.model("fl-busy")["versions"]) == 2
+
+
+def test_a_plain_cycle_resumes_after_a_kill_with_every_acknowledged_report(tmp_path):
+    owner_token = issue(tmp_path, ["upload", "read"])
+    tokens = [issue(tmp_path, ["train", "read"]) for _ in range(5)]
+    shards = _shards(5)
+    node = NodeProcess(tmp_path)
+    node.start()
+    try:
+        node.owner = owner_token  # what _host hosts with
+        scientist, pid = _host(
+            node, "fl-crash", _server(cycles=1, max_workers=5, min_reports=5, cycle_seconds=120)
+        )
+        for i in range(3):
+            worker = NodeClient(node.url, tokens[i])
+            assert train_one_cycle(worker, pid, *shards[i], seed=i)["status"] == "counted"
+        pending = NodeClient(node.url, tokens[3]).cycle_request(pid)["request_key"]
+        node.kill()
+        node.start()
+        worker = NodeClient(node.url, tokens[3])
+        assert worker.report(pending, mlp(0), 24)["status"] == "counted"  # its key survived
+        again = NodeClient(node.url, tokens[0]).cycle_request(pid)
+        assert again["reason"] == "cooldown"  # the kill forgot no place
+        last = NodeClient(node.url, tokens[4])
+        assert train_one_cycle(last, pid, *shards[4], seed=4)["status"] == "counted"
+        [cycle] = scientist.process(pid)["cycles"]
+        assert (cycle["status"], cycle["published"]) == ("closed", 2)
+    finally:
+        node.stop()
