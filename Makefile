@@ -90,6 +90,12 @@ bench: $(STAMP)
 	@$(BIN)/python -c "import nbgrader" 2>/dev/null || \
 		PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,chain,ipfs,bench]' $(QUIET)
 	@mkdir -p build
+	@# Flower gets a venv of its own (it cannot be installed against constraints.txt); torch and
+	@# numpy come from ours, through a .pth file read after its own packages.
+	@test -x build/flower/bin/python || { $(PYTHON) -m venv build/flower && \
+		build/flower/bin/python -m pip install -q "flwr[simulation]==1.42.0" $(QUIET); }
+	@$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		"$$(build/flower/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz_om_teach.pth"
 	@for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done | tee build/bench.md
 	@echo "Wrote build/bench.md"
 
