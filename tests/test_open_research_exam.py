@@ -13,7 +13,7 @@ from om_teach.grading.spec import load_exam
 from .conftest import ROOT, assert_scores, check_exam_skeleton, grade_samples
 
 EXAM = ROOT / "exams" / "open_research"
-ALL = {"q1_token_scopes": 2, "q2_retry_delays": 2, "q3_header_problems": 2}
+ALL = {"q1_token_scopes": 2, "q2_retry_delays": 2, "q3_header_problems": 2, "q4_cycle_outcome": 2}
 EXPECTED = {
     "reference": dict(ALL),
     "blank": dict.fromkeys(ALL, 0),
@@ -39,7 +39,7 @@ def graded(tmp_path_factory):
 @sandboxed
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_submission_scores_exactly_as_expected(graded, name):
-    """Reference 6, blank 0, partial 4 (retries refusals, never caps), library calls 0."""
+    """Reference 8, blank 0, partial 6 (retries refusals, never caps), library calls 0."""
     assert_scores(graded[name], EXPECTED[name])
     assert graded[name].passed == (name in ("reference", "partial"))
 
@@ -50,7 +50,8 @@ def test_the_notebook_has_every_question_in_order_and_a_skeleton_for_each():
 
 def test_hidden_cases_defeat_the_library_shortcuts_on_substance():
     """For every seed tried: the library's unsalted digest matches no stored hash, its client's
-    uncapped schedule differs, and safetensors cannot load a header without its data."""
+    uncapped schedule differs, safetensors cannot load a header without its data, and cycles
+    refuse reports."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -70,3 +71,10 @@ def test_hidden_cases_defeat_the_library_shortcuts_on_substance():
         for header_hex, _ in key.cases("q3_header_problems", seed):
             with pytest.raises(SafetensorError):
                 load(bytes.fromhex(header_hex))
+        # q4: some report in every seed's cases is refused (forged, replayed, late or placeless),
+        # so counting every requested key's reports is wrong.
+        outcomes = [
+            checks.reference_q4_cycle_outcome(*case) for case in key.cases("q4_cycle_outcome", seed)
+        ]
+        assert any(o["refused"] for o in outcomes)
+        assert {o["status"] for o in outcomes} >= {"open"}

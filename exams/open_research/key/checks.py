@@ -146,3 +146,43 @@ def reference_q3_header_problems(header_hex, expected):
         "unexpected": sorted(set(header) - set(expected)),
         "wrong": sorted(wrong),
     }
+
+
+# q4 -----------------------------------------------------------------------------------------
+
+
+def cases_q4_cycle_outcome(rng: np.random.Generator) -> list[list]:
+    """Event streams with requests past capacity, repeated requests, replayed, foreign and late
+    reports, ending before, at or after the deadline."""
+    cases = []
+    for case in range(5):
+        workers = [f"w{i}" for i in range(int(rng.integers(3, 9)))]
+        max_workers = int(rng.integers(2, len(workers) + 1))
+        min_reports = int(rng.integers(1, max_workers + 1))
+        deadline = 10.0
+        events = []
+        for _ in range(int(rng.integers(6, 16))):
+            time = round(float(rng.uniform(0, 13 if case % 2 else 9.5)), 2)
+            kind = "request" if rng.random() < 0.45 else "report"
+            key = str(rng.choice(workers + ["stranger"]))
+            events.append([time, kind, key])
+        events.sort(key=lambda e: e[0])
+        cases.append([events, min_reports, max_workers, deadline])
+    return cases
+
+
+def reference_q4_cycle_outcome(events, min_reports, max_workers, deadline):
+    issued, counted, refused, status = [], [], 0, "open"
+    for time, kind, key in events:
+        if status == "open" and time >= deadline:
+            status = "closed" if len(counted) >= min_reports else "failed"
+        if kind == "request":
+            if status == "open" and len(issued) < max_workers and key not in issued:
+                issued.append(key)
+        elif status != "open" or key not in issued or key in counted:
+            refused += 1
+        else:
+            counted.append(key)
+            if len(counted) >= max_workers:
+                status = "closed"
+    return {"status": status, "counted": sorted(counted), "refused": refused}
