@@ -19,20 +19,34 @@ from om_teach import tree_limit as tl
 CHILDREN, EACH_MB, LIMIT_MB = 4, 150, 300
 
 FORKER = f"""
-import os, sys, time
-children = []
+import os, time
+# Each child fills its memory, reports, and keeps it until the parent releases them all, so
+# the children counted at the end held their memory at the same time.
+release_r, release_w = os.pipe()
+reports = []
 for _ in range({CHILDREN}):
+    report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(release_w)
+        os.close(report_r)
         block = bytearray({EACH_MB} * 1024 * 1024)
         for i in range(0, len(block), 4096):
             block[i] = 1
-        print("held", flush=True)
-        time.sleep(1.5)
+        os.write(report_w, b"h")
+        os.read(release_r, 1)
         os._exit(0)
-    children.append(pid)
-for pid in children:
-    os.waitpid(pid, 0)
+    os.close(report_w)
+    reports.append((pid, report_r))
+reported = [pid for pid, report_r in reports if os.read(report_r, 1) == b"h"]
+time.sleep(0.2)  # a child the limit killed after it reported is reaped, not counted
+print(sum(os.waitpid(pid, os.WNOHANG) == (0, 0) for pid in reported), flush=True)
+os.close(release_w)
+for pid, _ in reports:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 """
 
 
@@ -57,7 +71,8 @@ def _name(what: str) -> str:
 
 
 def _run(limit: tl.TreeLimit) -> tuple[int, str | None]:
-    """How many children held their memory under ``limit``."""
+    """How many children held their memory at once under ``limit`` (0 when the whole tree
+    was killed), and why the limit stopped it."""
     with limit:
         process = subprocess.Popen(
             limit.wrap([sys.executable, "-c", FORKER]), stdout=subprocess.PIPE, text=True
@@ -65,7 +80,7 @@ def _run(limit: tl.TreeLimit) -> tuple[int, str | None]:
         limit.watch(process.pid)
         out, _ = process.communicate(timeout=60)
         reason = limit.stopped()
-    return out.count("held"), reason
+    return int(out.strip() or 0), reason
 
 
 def _cgroup_or_skip() -> tl.TreeLimit:
