@@ -107,7 +107,7 @@ def test_two_workers_on_one_postgresql_serve_the_same_state(postgres, tmp_path):
 
 
 def test_a_cycle_closes_once_with_two_workers_on_postgresql(postgres, tmp_path):
-    """Twenty workers report at once to a cycle served by two uvicorn processes: every report
+    """Fifty workers report at once to a cycle served by two uvicorn processes: every report
     is counted once, and exactly one version is published."""
     from om_teach.data.digits import load_digits
     from om_teach.fl.models import mlp
@@ -115,7 +115,7 @@ def test_a_cycle_closes_once_with_two_workers_on_postgresql(postgres, tmp_path):
     from om_teach.node.worker import train_one_cycle
 
     owner = issue(tmp_path, ["upload", "read"], database_url=postgres.url)
-    workers = [issue(tmp_path, ["train", "read"], database_url=postgres.url) for _ in range(20)]
+    workers = [issue(tmp_path, ["train", "read"], database_url=postgres.url) for _ in range(50)]
     digits = load_digits(0)
     with NodeProcess(tmp_path, database_url=postgres.url, workers=2) as node:
         scientist = NodeClient(node.url, owner)
@@ -124,8 +124,8 @@ def test_a_cycle_closes_once_with_two_workers_on_postgresql(postgres, tmp_path):
         server = {
             "cycles": 1,
             "min_workers": 1,
-            "max_workers": 20,
-            "min_reports": 20,
+            "max_workers": 50,
+            "min_reports": 50,
             "cycle_seconds": 120,
         }
         client = {"batch_size": 8, "learning_rate": 0.1, "local_steps": 2}
@@ -136,9 +136,56 @@ def test_a_cycle_closes_once_with_two_workers_on_postgresql(postgres, tmp_path):
             with NodeClient(node.url, workers[i]) as c:
                 return train_one_cycle(c, pid, digits.X_train[rows], digits.y_train[rows], seed=i)
 
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            answers = list(pool.map(work, range(20)))
-        assert [a["status"] for a in answers] == ["counted"] * 20
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            answers = list(pool.map(work, range(50)))
+        assert [a["status"] for a in answers] == ["counted"] * 50
         [cycle] = scientist.process(pid)["cycles"]
         assert (cycle["status"], cycle["published"]) == ("closed", 2)
         assert len(scientist.model("fl-pg")["versions"]) == 2
+
+
+def test_secure_rounds_end_once_with_two_workers_on_postgresql(postgres, tmp_path):
+    """Ten workers aggregate securely through two uvicorn processes on PostgreSQL, one of them
+    silent during unmasking: each round ends once, and one version is published."""
+    from om_teach.data.digits import load_digits
+    from om_teach.fl.models import mlp
+    from om_teach.node.auth import issue
+    from om_teach.node.worker import train_one_secure_cycle
+
+    owner = issue(tmp_path, ["upload", "read"], database_url=postgres.url)
+    workers = [issue(tmp_path, ["train", "read"], database_url=postgres.url) for _ in range(10)]
+    digits = load_digits(0)
+    with NodeProcess(tmp_path, database_url=postgres.url, workers=2) as node:
+        scientist = NodeClient(node.url, owner)
+        scientist.create_model("sa-pg", "digits-mlp")
+        scientist.upload("sa-pg", mlp(0))
+        server = {
+            "cycles": 1,
+            "min_workers": 1,
+            "max_workers": 10,
+            "min_reports": 6,
+            "cycle_seconds": 120,
+            "round_seconds": 5,
+            "secure_aggregation": True,
+        }
+        client = {"batch_size": 8, "learning_rate": 0.1, "local_steps": 2}
+        pid = scientist.create_process("sa-pg", client, server)["id"]
+
+        def work(i: int) -> dict:
+            rows = slice(8 * i, 8 * i + 8)
+            with NodeClient(node.url, workers[i]) as c:
+                return train_one_secure_cycle(
+                    c,
+                    pid,
+                    digits.X_train[rows],
+                    digits.y_train[rows],
+                    seed=i,
+                    drop_after="masked" if i == 9 else None,
+                )
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            answers = list(pool.map(work, range(10)))
+        assert [a["status"] for a in answers] == ["closed"] * 9 + ["dropped"]
+        [cycle] = scientist.process(pid)["cycles"]
+        assert (cycle["status"], cycle["published"]) == ("closed", 2)
+        assert len(scientist.model("sa-pg")["versions"]) == 2

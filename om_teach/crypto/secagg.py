@@ -44,6 +44,7 @@ with clients dropping out where asked.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -117,20 +118,27 @@ def prg(seed: bytes, length: int, *, bits: int = 32) -> np.ndarray:
     return out & dtype.type(_ring_mask(bits)) if bits < 8 * dtype.itemsize else out
 
 
-def _derive(shared_secret: bytes, purpose: bytes, round_id: int) -> bytes:
-    info = b"om-teach secagg " + purpose + round_id.to_bytes(8, "big")
+def _derive(shared_secret: bytes, purpose: bytes, round_id: int, context: bytes) -> bytes:
+    info = b"om-teach secagg " + purpose + _bound(round_id, context)
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(
         shared_secret
     )
 
 
-def pairwise_seed(private_key: bytes, peer_public_key: bytes, *, round_id: int = 0) -> bytes:
+def _bound(round_id: int, context: bytes) -> bytes:
+    """The round and the context that every key and ciphertext of a run is bound to."""
+    return round_id.to_bytes(8, "big") + hashlib.sha256(context).digest()
+
+
+def pairwise_seed(
+    private_key: bytes, peer_public_key: bytes, *, round_id: int = 0, context: bytes = b""
+) -> bytes:
     """The seed of the mask two clients share: HKDF-SHA256 of their X25519 agreement (either end
     gets the same seed from its own private key and the other's public key)."""
     shared = X25519PrivateKey.from_private_bytes(private_key).exchange(
         X25519PublicKey.from_public_bytes(peer_public_key)
     )
-    return _derive(shared, b"mask", round_id)
+    return _derive(shared, b"mask", round_id, context)
 
 
 def _public_bytes(key: X25519PrivateKey) -> bytes:
@@ -141,9 +149,10 @@ def _header(sender: int, receiver: int) -> bytes:
     return sender.to_bytes(ID_BYTES, "big") + receiver.to_bytes(ID_BYTES, "big")
 
 
-def _associated_data(round_id: int, sender: int, receiver: int) -> bytes:
-    """What each share ciphertext is bound to: the aggregation round, its sender and receiver."""
-    return round_id.to_bytes(8, "big") + _header(sender, receiver)
+def _associated_data(round_id: int, context: bytes, sender: int, receiver: int) -> bytes:
+    """What each share ciphertext is bound to: the aggregation round and its context, its
+    sender and receiver."""
+    return _bound(round_id, context) + _header(sender, receiver)
 
 
 def _check_count(count: int, threshold: int, what: str) -> None:
@@ -232,7 +241,10 @@ class Client:
     :meth:`unmask` in that order, each with what the server sent.
 
     Keys, seeds and nonces come from the operating system unless ``rng`` is given; a seeded
-    ``rng`` makes a run reproducible for teaching and is not secure.
+    ``rng`` makes a run reproducible for teaching and is not secure. ``context`` (the model the
+    round trains, by content address, say) is bound into every pairwise mask and share
+    ciphertext: two clients that were given different contexts cannot open each other's shares,
+    so neither goes on to send a masked input.
     """
 
     def __init__(
@@ -243,6 +255,7 @@ class Client:
         threshold: int,
         bits: int = 32,
         round_id: int = 0,
+        context: bytes = b"",
         rng: np.random.Generator | None = None,
     ) -> None:
         if not isinstance(client_id, int) or not 0 <= client_id < 2 ** (8 * ID_BYTES):
@@ -252,7 +265,7 @@ class Client:
         self.client_id = client_id
         self.threshold = threshold
         self.bits = bits
-        self.round_id = round_id
+        self.round_id, self.context = round_id, bytes(context)
         self.vector = to_ring(vector, bits=bits)
         self._rng = rng
         self._c_sk = X25519PrivateKey.from_private_bytes(self._random(KEY_BYTES))
@@ -279,7 +292,9 @@ class Client:
     def _channel(self, peer: int) -> AESGCM:
         if peer not in self._channels:
             peer_pk = X25519PublicKey.from_public_bytes(self._roster[peer].c_pk)
-            key = _derive(self._c_sk.exchange(peer_pk), b"share encryption", self.round_id)
+            key = _derive(
+                self._c_sk.exchange(peer_pk), b"share encryption", self.round_id, self.context
+            )
             self._channels[peer] = AESGCM(key)
         return self._channels[peer]
 
@@ -322,7 +337,7 @@ class Client:
             )
             nonce = self._random(NONCE_BYTES)
             sealed = self._channel(v).encrypt(
-                nonce, plaintext, _associated_data(self.round_id, self.client_id, v)
+                nonce, plaintext, _associated_data(self.round_id, self.context, self.client_id, v)
             )
             out.append(EncryptedShares(self.client_id, v, nonce + sealed))
         return out
@@ -341,7 +356,9 @@ class Client:
             if v == self.client_id:
                 continue
             mask = prg(
-                pairwise_seed(s_sk, self._roster[v].s_pk, round_id=self.round_id),
+                pairwise_seed(
+                    s_sk, self._roster[v].s_pk, round_id=self.round_id, context=self.context
+                ),
                 length,
                 bits=self.bits,
             )
@@ -365,12 +382,15 @@ class Client:
         nonce, sealed = message.ciphertext[:NONCE_BYTES], message.ciphertext[NONCE_BYTES:]
         try:
             plaintext = self._channel(sender).decrypt(
-                nonce, sealed, _associated_data(self.round_id, sender, self.client_id)
+                nonce,
+                sealed,
+                _associated_data(self.round_id, self.context, sender, self.client_id),
             )
         except InvalidTag:
             raise SecAggError(
                 f"client {self.client_id}: the shares from client {sender} failed AES-GCM "
-                "authentication (tampered with, or not sent by that client to this one)"
+                "authentication (tampered with, not sent by that client to this one, or sent "
+                "for another round or context: another model)"
             ) from None
         if plaintext[: 2 * ID_BYTES] != _header(sender, self.client_id):
             raise SecAggError(f"client {self.client_id}: shares from {sender} name other clients")
@@ -434,7 +454,13 @@ class Server:
     the sum holds."""
 
     def __init__(
-        self, *, threshold: int, vector_length: int, bits: int = 32, round_id: int = 0
+        self,
+        *,
+        threshold: int,
+        vector_length: int,
+        bits: int = 32,
+        round_id: int = 0,
+        context: bytes = b"",
     ) -> None:
         _check_bits(bits)
         if not isinstance(threshold, int) or threshold < 2:
@@ -444,7 +470,7 @@ class Server:
         self.threshold = threshold
         self.vector_length = vector_length
         self.bits = bits
-        self.round_id = round_id
+        self.round_id, self.context = round_id, bytes(context)
         self.keys: dict[int, AdvertisedKeys] = {}  # U1
         self.senders: list[int] = []  # U2
         self.masked: dict[int, np.ndarray] = {}  # U3
@@ -521,7 +547,9 @@ class Server:
             if _public_bytes(X25519PrivateKey.from_private_bytes(s_sk)) != self.keys[v].s_pk:
                 raise SecAggError(f"the rebuilt mask key of client {v} does not match its s_pk")
             for u in self.survivors:
-                seed = pairwise_seed(s_sk, self.keys[u].s_pk, round_id=self.round_id)
+                seed = pairwise_seed(
+                    s_sk, self.keys[u].s_pk, round_id=self.round_id, context=self.context
+                )
                 mask = prg(seed, self.vector_length, bits=self.bits)
                 if u < v:  # u added PRG(s_uv) for v, which never sent its own -PRG(s_uv)
                     total -= mask

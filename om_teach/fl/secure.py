@@ -21,6 +21,54 @@ from om_teach.crypto.secagg import dequantize, quantize, run_secagg
 from om_teach.fl.strategy import FedAvg, Params, Update, check_params, flatten, unflatten
 
 
+def encode_change(
+    change: np.ndarray,
+    examples: int,
+    *,
+    max_examples: int,
+    clipping_range: float = 1.0,
+    target_range: int = 1 << 16,
+    rng: np.random.Generator | None = None,
+    who: str = "a client",
+) -> np.ndarray:
+    """One client's input to secure aggregation: its flat change weighted by
+    ``examples / max_examples`` and quantized, then its example count as one exact integer."""
+    n = examples
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_examples:
+        raise ValueError(f"{who} reports {n!r} examples; each must lie in [1, {max_examples}]")
+    weighted = quantize(
+        np.asarray(change, dtype=float) * (n / max_examples),
+        clipping_range=clipping_range,
+        target_range=target_range,
+        rng=rng,
+    )
+    return np.append(weighted, np.uint64(n))
+
+
+def decode_sum(
+    total: np.ndarray,
+    count: int,
+    *,
+    max_examples: int,
+    clipping_range: float = 1.0,
+    target_range: int = 1 << 16,
+    bits: int = 32,
+) -> np.ndarray:
+    """FedAvg's step, max_examples · Σ wᵢΔᵢ / Σ nᵢ, from the unmasked sum of ``count``
+    clients' :func:`encode_change` vectors."""
+    weighted_sum = dequantize(
+        np.asarray(total)[:-1],
+        clipping_range=clipping_range,
+        target_range=target_range,
+        count=count,
+        bits=bits,
+    )
+    examples = int(np.asarray(total)[-1])
+    if examples < 1:
+        raise ValueError(f"the unmasked example count is {examples}: the sum is damaged")
+    return weighted_sum * max_examples / examples
+
+
 class SecAggFedAvg(FedAvg):
     """FedAvg whose server sees only the round's sum; ``threshold`` is secagg's t."""
 
@@ -56,27 +104,21 @@ class SecAggFedAvg(FedAvg):
                 f"secure aggregation needs at least t={self.threshold} clients, got {len(updates)}"
             )
         start = flatten(current)
+        quantization = {"clipping_range": self.clipping_range, "target_range": self.target_range}
         inputs = []
         for i, update in enumerate(updates):
-            n = update.num_examples
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.max_examples:
-                raise ValueError(
-                    f"client {i} reports {n!r} examples; each must lie in [1, {self.max_examples}]"
-                )
             params = check_params(update.params, current, f"client {i}")
-            change = flatten(params) - start
-            weighted = quantize(
-                change * (n / self.max_examples),
-                clipping_range=self.clipping_range,
-                target_range=self.target_range,
+            inputs.append(
+                encode_change(
+                    flatten(params) - start,
+                    update.num_examples,
+                    max_examples=self.max_examples,
+                    who=f"client {i}",
+                    **quantization,
+                )
             )
-            inputs.append(np.append(weighted, np.uint64(n)))
         total = run_secagg(inputs, self.threshold, bits=self.bits, round_id=round).total
-        weighted_sum = dequantize(
-            total[:-1],
-            clipping_range=self.clipping_range,
-            target_range=self.target_range,
-            count=len(updates),
-            bits=self.bits,
+        step = decode_sum(
+            total, len(updates), max_examples=self.max_examples, bits=self.bits, **quantization
         )
-        return unflatten(start + weighted_sum * self.max_examples / int(total[-1]), current)
+        return unflatten(start + step, current)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -356,6 +356,41 @@ def create_app(
                 return cycles.report(s, key, who, body, examples)
 
         return await run_in_threadpool(count)
+
+    def request_key(request: Request) -> str:
+        key = request.headers.get("x-request-key")
+        if not key:
+            raise NodeError(
+                422,
+                "secure aggregation's messages need the X-Request-Key header",
+                "send the request key that cycle-request gave you",
+            )
+        return key
+
+    @app.get("/fl/secagg/state")
+    def secagg_state(
+        request: Request,
+        caller: Identity,
+        want: Annotated[str | None, Query(pattern="^(roster|inbox|request)$")] = None,
+    ) -> dict:
+        who, key = worker(caller), request_key(request)
+        with sessions() as s:
+            return cycles.secure.state(s, key, who, want)
+
+    @app.post("/fl/secagg/{round}")
+    async def secagg_message(
+        round: Annotated[str, FastApiPath(pattern="^(keys|shares|masked|unmask|abort)$")],
+        request: Request,
+        caller: Identity,
+    ) -> dict:
+        who, key = worker(caller), request_key(request)
+        body = await request.body()
+
+        def take() -> dict:
+            with sessions() as s:
+                return cycles.secure.submit(s, key, who, round, body)
+
+        return await run_in_threadpool(take)
 
     return app
 

@@ -55,8 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from om_teach.node import db
+    from om_teach.node.cycles import fail_interrupted
 
-    db.check_current(db.open_node(Path(args.data), args.database_url))
+    engine = db.open_node(Path(args.data), args.database_url)
+    db.check_current(engine)
+    if failed := fail_interrupted(engine):
+        print(f"{failed} secure-aggregation cycle(s) in flight failed: reason 'restart'")
     os.environ.update(
         OM_TEACH_NODE_DATA=str(Path(args.data).resolve()),
         OM_TEACH_NODE_DATABASE=args.database_url or "",

@@ -202,3 +202,22 @@ class NodeClient:
         return self._request(
             "POST", "/fl/reports", params={"examples": examples}, content=data, headers=headers
         ).json()
+
+    def secagg_send(self, request_key: str, round: str, message: dict | bytes) -> dict:
+        """Send this place's message of a secure-aggregation round (``keys``, ``shares``,
+        ``masked`` as raw bytes, ``unmask``) or an ``abort`` with its reason."""
+        headers = {"X-Request-Key": request_key}
+        if isinstance(message, bytes):
+            headers["Content-Type"] = "application/octet-stream"
+            return self._request(
+                "POST", f"/fl/secagg/{round}", content=message, headers=headers
+            ).json()
+        return self._request("POST", f"/fl/secagg/{round}", json=message, headers=headers).json()
+
+    def secagg_state(self, request_key: str, want: str | None = None) -> dict:
+        """Where this place's secure cycle stands, with what the node relays for the next round
+        (only ``want`` of roster, inbox and request, when given)."""
+        params = {} if want is None else {"want": want}
+        return self._request(
+            "GET", "/fl/secagg/state", params=params, headers={"X-Request-Key": request_key}
+        ).json()

@@ -4,12 +4,13 @@ cycle, train the cycle's committed version on their own data, and report their t
 the cycle closes once, on enough reports or at its deadline, and FedAvg's result is published
 as the model's next version, the commitment of the next cycle.
 
-What each party learns: the node sees each report in the clear (secure aggregation over HTTP is
-the next step); a worker sees the model versions. Whom each trusts: workers trust the node to
-aggregate honestly; the node trusts no report: a request key is single-use and bound to one
-cycle and worker, an update must fit the architecture and be finite, and its example count is
-capped by what the client config allows (batch size × local steps), so a worker cannot buy
-more weight than one honest worker has.
+What each party learns: in a plain cycle the node sees each report in the clear; with
+``secure_aggregation`` on it sees only their sum (:mod:`om_teach.node.secagg`, which states that
+protocol's trust). A worker sees the model versions. Whom each trusts: in a plain cycle workers
+trust the node to aggregate honestly; the node trusts no report: a request key is single-use
+and bound to one cycle and worker, an update must fit the architecture and be finite, and its
+example count is capped by what the client config allows (batch size × local steps), so a
+worker cannot buy more weight than one honest worker has.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from om_teach.fl.strategy import FedAvg, Update
-from om_teach.node import architectures
+from om_teach.fl.secure import decode_sum
+from om_teach.fl.strategy import FedAvg, Update, flatten, unflatten
+from om_teach.node import architectures, secagg
 from om_teach.node.db import Assignment, Cycle, Process, Version
 from om_teach.node.hosting import Hosting, NodeError
 
@@ -68,6 +71,11 @@ class ServerConfig:
     min_reports: int
     cycle_seconds: float
     secure_aggregation: bool = False
+    round_seconds: float | None = None  # each secure round after the keys; cycle_seconds if None
+
+    @property
+    def secure_round_seconds(self) -> float:
+        return self.round_seconds or self.cycle_seconds
 
 
 def _positive(config: dict, name: str, kind: type) -> int | float:
@@ -104,6 +112,7 @@ def parse_configs(client: dict, server: dict) -> tuple[ClientConfig, ServerConfi
         _positive(server, "min_reports", int),
         _positive(server, "cycle_seconds", float),
         bool(secure),
+        None if server.get("round_seconds") is None else _positive(server, "round_seconds", float),
     )
     if server_config.min_workers > server_config.max_workers:
         raise NodeError(
@@ -119,11 +128,18 @@ def parse_configs(client: dict, server: dict) -> tuple[ClientConfig, ServerConfi
             f"min_workers and max_workers",
             "a cycle closes on min_reports reports at its deadline, or at once on max_workers",
         )
-    if secure:
+    if secure and server_config.min_reports < 2:
         raise NodeError(
             422,
-            "secure aggregation over HTTP is not available on this node yet",
-            "set secure_aggregation to false",
+            "secure aggregation needs min_reports of at least 2 (its threshold t)",
+            "raise min_reports: the sum of one worker is that worker's update",
+        )
+    if secure and server_config.max_workers * client_config.max_examples >= 2**secagg.BITS:
+        raise NodeError(
+            422,
+            f"max_workers × batch_size × local_steps must stay under 2^{secagg.BITS}, "
+            "the ring the example counts are summed in",
+            "lower max_workers or the client config",
         )
     return client_config, server_config
 
@@ -152,6 +168,7 @@ def describe_process(session: Session, process: Process) -> dict:
                 "version": c.version,
                 "cid": c.cid,
                 "status": c.status,
+                "round": c.stage,
                 "reason": c.reason,
                 "published": c.published,
                 "deadline": _aware(c.deadline).isoformat(),
@@ -166,6 +183,11 @@ class Cycles:
 
     def __init__(self, hosting: Hosting) -> None:
         self.hosting = hosting
+        self.secure = secagg.SecureRounds(self)
+
+    @staticmethod
+    def configs(process: Process) -> tuple[ClientConfig, ServerConfig]:
+        return _configs(process)
 
     def create(self, session: Session, model_id: str, client: dict, server: dict) -> Process:
         """A process training ``model_id`` from its newest version; its first cycle opens."""
@@ -179,22 +201,9 @@ class Cycles:
         )
         session.add(process)
         session.flush()
-        self._open(session, process, 1, version, server_config)
+        _open(session, process, 1, version, server_config)
         session.commit()
         return process
-
-    def _open(self, session, process, number, version: Version, server: ServerConfig) -> None:
-        deadline = _now() + datetime.timedelta(seconds=server.cycle_seconds)
-        session.add(
-            Cycle(
-                process_id=process.id,
-                number=number,
-                version=version.version,
-                cid=version.cid,
-                status="open",
-                deadline=deadline,
-            )
-        )
 
     def process(self, session: Session, process_id: int) -> Process:
         process = session.get(Process, process_id)
@@ -212,7 +221,12 @@ class Cycles:
             .order_by(Cycle.number.desc())
             .limit(1)
         )
-        if cycle.status == "open" and _aware(cycle.deadline) <= _now():
+        if cycle.status == "open" and cycle.stage is not None:
+            self.secure.advance(session, cycle)
+            session.expire_all()
+            if session.get(Cycle, cycle.id).status != "open":
+                return self.current(session, process)
+        elif cycle.status == "open" and _aware(cycle.deadline) <= _now():
             self.close(session, cycle, at_deadline=True)
             session.expire_all()
             return self.current(session, process)
@@ -225,7 +239,9 @@ class Cycles:
         client, server = _configs(process)
         if cycle.status != "open":
             return {"status": "rejected", "reason": "closed", "retry_after": None}
-        wait = max(0.0, (_aware(cycle.deadline) - _now()).total_seconds())
+        wait = max(0.0, (_aware(cycle.stage_deadline or cycle.deadline) - _now()).total_seconds())
+        if cycle.stage not in (None, "keys"):
+            return {"status": "rejected", "reason": "closed", "retry_after": wait}
         joined = session.scalar(
             select(Assignment).where(Assignment.cycle_id == cycle.id, Assignment.worker == worker)
         )
@@ -235,11 +251,13 @@ class Cycles:
         if taken >= server.max_workers:
             return {"status": "rejected", "reason": "capacity", "retry_after": wait}
         key = secrets.token_urlsafe(32)
-        session.add(Assignment(cycle_id=cycle.id, worker=worker, key_sha256=_hash(key)))
+        assignment = Assignment(cycle_id=cycle.id, worker=worker, key_sha256=_hash(key))
+        session.add(assignment)
         session.commit()
-        return {
+        place = {
             "status": "accepted",
             "request_key": key,
+            "process": process.id,
             "cycle": cycle.number,
             "model": process.model_id,
             "version": cycle.version,
@@ -247,9 +265,14 @@ class Cycles:
             "client_config": client.__dict__,
             "deadline": _aware(cycle.deadline).isoformat(),
         }
+        if server.secure_aggregation:
+            place["secure_aggregation"] = secagg.settings(
+                assignment, server.min_reports, server.max_workers, client.max_examples
+            )
+        return place
 
-    def report(self, session: Session, key: str, worker: int, data: bytes, examples: int) -> dict:
-        """Count a worker's trained weights once, in the open cycle its key was issued for."""
+    def place(self, session: Session, key: str, worker: int) -> tuple[Assignment, Cycle, Process]:
+        """The place ``key`` holds, if it was issued to ``worker``; 403 otherwise."""
         assignment = session.scalar(select(Assignment).where(Assignment.key_sha256 == _hash(key)))
         if assignment is None or assignment.worker != worker:
             raise NodeError(
@@ -258,7 +281,17 @@ class Cycles:
                 "ask for a place with cycle-request first",
             )
         cycle = session.get(Cycle, assignment.cycle_id)
-        process = session.get(Process, cycle.process_id)
+        return assignment, cycle, session.get(Process, cycle.process_id)
+
+    def report(self, session: Session, key: str, worker: int, data: bytes, examples: int) -> dict:
+        """Count a worker's trained weights once, in the open cycle its key was issued for."""
+        assignment, cycle, process = self.place(session, key, worker)
+        if cycle.stage is not None:
+            raise NodeError(
+                409,
+                f"cycle {cycle.number} aggregates securely: the node takes no weights in the clear",
+                "take part through /fl/secagg (om_teach.node.worker.train_one_secure_cycle)",
+            )
         if cycle.status == "open" and _aware(cycle.deadline) <= _now():
             self.close(session, cycle, at_deadline=True)
             session.refresh(cycle)
@@ -338,42 +371,66 @@ class Cycles:
                 )
             )
         )
-        base = session.scalar(
-            select(Version).where(
-                Version.model_id == process.model_id, Version.version == cycle.version
-            )
-        )
+        base = _version(session, process, cycle.version)
         if len(reports) < server.min_reports:
-            session.execute(
-                update(Cycle)
-                .where(Cycle.id == cycle.id)
-                .values(
-                    status="failed",
-                    reason=f"{len(reports)} reports, fewer than {server.min_reports}",
-                )
-            )
-            self._open(session, process, cycle.number + 1, base, server)
+            fail_cycle(session, cycle, f"{len(reports)} reports, fewer than {server.min_reports}")
             session.commit()
             return
-        published = self._aggregate(session, process, base, reports)
+        names, current = self._base(session, process, base)
+        updates = []
+        for report in reports:
+            tensors = load_safetensors(self.hosting.store.get(report.report_cid))
+            updates.append(Update([tensors[n].numpy() for n in names], report.examples))
+        self._publish(session, cycle, names, FedAvg().aggregate(0, current, updates))
+        session.commit()
+
+    def fail(self, session: Session, cycle: Cycle, reason: str) -> None:
+        fail_cycle(session, cycle, reason)
+
+    def vector_length(self, session: Session, process: Process) -> int:
+        """The length of a worker's secure-aggregation input: every parameter, and its count."""
+        architecture = self.hosting.model(session, process.model_id).architecture
+        built = architectures.get(architecture).build()
+        return sum(t.numel() for t in built.state_dict().values()) + 1
+
+    def publish_sum(self, session: Session, cycle: Cycle, total: np.ndarray, count: int) -> None:
+        """Step the cycle's version by the unmasked sum of ``count`` workers' weighted changes
+        (:func:`om_teach.fl.secure.decode_sum`), publish it, and open the next cycle."""
+        process = session.get(Process, cycle.process_id)
+        client, server = _configs(process)
+        base = _version(session, process, cycle.version)
+        names, current = self._base(session, process, base)
+        step = decode_sum(
+            total,
+            count,
+            max_examples=client.max_examples,
+            clipping_range=secagg.CLIPPING_RANGE,
+            target_range=secagg.target_range(server.max_workers),
+            bits=secagg.BITS,
+        )
+        self._publish(session, cycle, names, unflatten(flatten(current) + step, current))
+
+    def _base(self, session, process: Process, base: Version) -> tuple[list[str], list]:
+        """The base version's tensor names, in the architecture's order, and its arrays."""
+        architecture = self.hosting.model(session, process.model_id).architecture
+        names = list(architectures.get(architecture).build().state_dict())
+        tensors = load_safetensors(self.hosting.weights(base))
+        return names, [tensors[n].numpy() for n in names]
+
+    def _publish(self, session: Session, cycle: Cycle, names: list[str], params) -> None:
+        """Store ``params`` as the model's next version, close ``cycle`` on it, open the next."""
+        process = session.get(Process, cycle.process_id)
+        _, server = _configs(process)
+        published = self._store_version(session, process, names, params)
         session.execute(
             update(Cycle)
             .where(Cycle.id == cycle.id)
             .values(status="closed", published=published.version)
         )
         if cycle.number < server.cycles:
-            self._open(session, process, cycle.number + 1, published, server)
-        session.commit()
+            _open(session, process, cycle.number + 1, published, server)
 
-    def _aggregate(self, session, process: Process, base: Version, reports) -> Version:
-        """FedAvg of the reports from the base version, stored and added as the next version."""
-        names = list(load_safetensors(self.hosting.weights(base)))
-        current = [load_safetensors(self.hosting.weights(base))[n].numpy() for n in names]
-        updates = []
-        for report in reports:
-            tensors = load_safetensors(self.hosting.store.get(report.report_cid))
-            updates.append(Update([tensors[n].numpy() for n in names], report.examples))
-        averaged = FedAvg().aggregate(0, current, updates)
+    def _store_version(self, session, process: Process, names: list[str], averaged) -> Version:
         data = save_safetensors(
             {
                 n: torch.as_tensor(np.asarray(a, dtype=np.float32))
@@ -391,6 +448,51 @@ class Cycles:
         session.add(version)
         session.flush()
         return version
+
+
+def _version(session: Session, process: Process, number: int) -> Version:
+    return session.scalar(
+        select(Version).where(Version.model_id == process.model_id, Version.version == number)
+    )
+
+
+def _open(session, process: Process, number: int, version: Version, server: ServerConfig) -> None:
+    """Cycle ``number`` of ``process``, training ``version``, open from now."""
+    deadline = _now() + datetime.timedelta(seconds=server.cycle_seconds)
+    session.add(
+        Cycle(
+            process_id=process.id,
+            number=number,
+            version=version.version,
+            cid=version.cid,
+            status="open",
+            deadline=deadline,
+            stage="keys" if server.secure_aggregation else None,
+        )
+    )
+
+
+def fail_cycle(session: Session, cycle: Cycle, reason: str) -> None:
+    """Fail ``cycle`` with ``reason`` and open the next on the same version (not committed)."""
+    process = session.get(Process, cycle.process_id)
+    _, server = _configs(process)
+    session.execute(
+        update(Cycle).where(Cycle.id == cycle.id).values(status="failed", reason=reason[:100])
+    )
+    _open(session, process, cycle.number + 1, _version(session, process, cycle.version), server)
+
+
+def fail_interrupted(engine: Engine) -> int:
+    """Fail every secure cycle a stopped node left open, with reason ``restart`` (see
+    :mod:`om_teach.node.secagg`); returns how many."""
+    with Session(engine) as session:
+        interrupted = list(
+            session.scalars(select(Cycle).where(Cycle.status == "open", Cycle.stage.is_not(None)))
+        )
+        for cycle in interrupted:
+            fail_cycle(session, cycle, "restart")
+        session.commit()
+    return len(interrupted)
 
 
 def _hash(key: str) -> str:

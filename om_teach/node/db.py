@@ -1,4 +1,5 @@
-"""The node's state in SQL: tokens (hashes only), models and their versions.
+"""The node's state in SQL: tokens (hashes only), models and their versions, FL processes,
+their cycles and workers, and the messages of secure aggregation.
 
 SQLite in the data folder is the embedded default, in WAL mode with full synchronous commits, so
 that whatever the node acknowledged survives a kill; ``postgresql://`` URLs run the same node on
@@ -17,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -103,6 +105,13 @@ class Cycle(Base):
     reason: Mapped[str | None] = mapped_column(String(100), nullable=True)
     deadline: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
     published: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # With secure aggregation: the protocol's round (keys, shares, masked, unmask), the round's
+    # deadline, and the workers each round's messages came from (JSON: U1, U2, U3).
+    stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    stage_deadline: Mapped[datetime.datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    members: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Assignment(Base):
@@ -116,6 +125,20 @@ class Assignment(Base):
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     report_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
     examples: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class SecAggMessage(Base):
+    """One secure-aggregation message of a cycle: from a worker (``keys``, ``shares``,
+    ``masked``, ``unmask``, ``abort``) or, where ``assignment_id`` is the receiver, the node's
+    relay to it (``inbox``). Masked vectors are raw little-endian ring elements; the rest JSON."""
+
+    __tablename__ = "fl_secagg_messages"
+    __table_args__ = (UniqueConstraint("cycle_id", "assignment_id", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(ForeignKey("fl_cycles.id"))
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("fl_assignments.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class DatabaseError(ValueError):
