@@ -40,8 +40,29 @@ def verify_always(data, listed_cid):
     return True
 
 
-REFERENCE = {"hosting.authorize": authorize, "hosting.verify_download": verify_download}
+def secure_step(total, survivors, max_examples, clipping_range, target_range):
+    weighted = total[:-1] * (2 * clipping_range / target_range) - survivors * clipping_range
+    return weighted * max_examples / int(total[-1])
+
+
+def secure_step_no_offset(total, survivors, max_examples, clipping_range, target_range):
+    """Wrong: forgets that each quantized value starts at -clipping_range."""
+    return total[:-1] * (2 * clipping_range / target_range) * max_examples / int(total[-1])
+
+
+def secure_step_per_survivor(total, survivors, max_examples, clipping_range, target_range):
+    """Wrong: averages over survivors, not over examples."""
+    weighted = total[:-1] * (2 * clipping_range / target_range) - survivors * clipping_range
+    return weighted * max_examples / survivors
+
+
+REFERENCE = {
+    "hosting.authorize": authorize,
+    "hosting.verify_download": verify_download,
+    "hosting.secure_step": secure_step,
+}
 WRONG = {
     "hosting.authorize": [authorize_403_without_token, authorize_public_uploads],
     "hosting.verify_download": [verify_sha256, verify_always],
+    "hosting.secure_step": [secure_step_no_offset, secure_step_per_survivor],
 }

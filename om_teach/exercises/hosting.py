@@ -1,5 +1,5 @@
-"""Judges for the model-hosting module's exercises: the node's access rule, and checking a
-download against its content address."""
+"""Judges for the model-hosting module's exercises: the node's access rule, checking a
+download against its content address, and FedAvg's step from a securely aggregated sum."""
 
 from __future__ import annotations
 
@@ -78,4 +78,59 @@ def judge_verify_download(verify_download: Callable) -> str | None:
                 "compare the address of the bytes you received with the address the node "
                 "listed, not anything the download itself claims."
             )
+    return None
+
+
+@exercise("hosting.secure_step")
+def judge_secure_step(secure_step: Callable) -> str | None:
+    """``secure_step(total, survivors, max_examples, clipping_range, target_range)``: FedAvg's
+    step from the unmasked sum of the survivors' weighted, quantized changes and counts."""
+    import numpy as np
+
+    from om_teach.crypto.secagg import to_ring
+    from om_teach.fl.secure import decode_sum, encode_change
+
+    rng = np.random.default_rng(7)
+    for survivors, max_examples, clipping, target in [(3, 24, 1.0, 1 << 16), (7, 5, 0.5, 1 << 20)]:
+        counts = [int(n) for n in rng.integers(1, max_examples + 1, size=survivors)]
+        inputs = [
+            encode_change(
+                rng.normal(0, 0.05, 12),
+                n,
+                max_examples=max_examples,
+                clipping_range=clipping,
+                target_range=target,
+                rng=rng,
+            )
+            for n in counts
+        ]
+        total = np.sum([to_ring(v) for v in inputs], axis=0, dtype=np.uint64) % (1 << 32)
+        want = decode_sum(total, survivors, max_examples=max_examples, clipping_range=clipping,
+                          target_range=target)  # fmt: skip
+        got = np.asarray(
+            secure_step(total.copy(), survivors, max_examples, clipping, target), dtype=float
+        )
+        if got.shape != want.shape:
+            return (
+                f"return one step per parameter ({want.shape[0]} here): the sum's last element "
+                "is the example count, not a parameter."
+            )
+        if np.allclose(got, want, atol=1e-9):
+            continue
+        dequantized = total[:-1] * (2 * clipping / target) - survivors * clipping
+        if np.allclose(got, dequantized * max_examples / survivors, atol=1e-9):
+            return (
+                "FedAvg weighs by examples: divide by the summed example count (the sum's last "
+                "element), not by the number of survivors."
+            )
+        shifted = total[:-1] * (2 * clipping / target) * max_examples / int(total[-1])
+        if np.allclose(got, shifted, atol=1e-9):
+            return (
+                "each survivor's quantized value starts at -clipping_range, not 0: subtract "
+                "survivors × clipping_range from the dequantized sum."
+            )
+        return (
+            "dequantize the sum (× 2·clipping_range / target_range, less survivors × "
+            "clipping_range), then scale by max_examples / the summed example count."
+        )
     return None

@@ -459,3 +459,30 @@ class SecureRounds:
         if among is not None:
             query = query.where(SecAggMessage.assignment_id.in_(among))
         return {a: bytes(p) for a, p in session.execute(query)}
+
+
+def node_view(engine, process_id: int, cycle_number: int) -> dict:
+    """Everything the node holds of one secure cycle's inputs, for showing what it saw: each
+    worker's masked vector (ring elements), who survived and who dropped, and the version it
+    published from their sum."""
+    with Session(engine) as session:
+        cycle = session.scalar(
+            select(Cycle).where(Cycle.process_id == process_id, Cycle.number == cycle_number)
+        )
+        if cycle is None:
+            raise ValueError(f"process {process_id} has no cycle {cycle_number}")
+        members = json.loads(cycle.members or "{}")
+        rows = session.execute(
+            select(SecAggMessage.assignment_id, SecAggMessage.payload).where(
+                SecAggMessage.cycle_id == cycle.id, SecAggMessage.kind == "masked"
+            )
+        )
+        masked = {a: np.frombuffer(p, dtype="<u4").copy() for a, p in rows}
+        return {
+            "masked": masked,
+            "keys": members.get("keys", []),
+            "survivors": members.get("masked", []),
+            "dropped": [a for a in members.get("shares", []) if a not in members.get("masked", [])],
+            "status": cycle.status,
+            "published": cycle.published,
+        }

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -144,6 +146,31 @@ def train_one_secure_cycle(
         return {"status": "aborted", "cycle": place["cycle"], "reason": str(err)}
     except _Ended as ended:
         return ended.state
+
+
+def run_workers(
+    url: str,
+    tokens: Sequence[str],
+    process_id: int,
+    shards: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    seed: int = 0,
+    drop_after: dict[int, str] | None = None,
+) -> list[dict]:
+    """One secure cycle of ``len(shards)`` workers at once, worker i with ``tokens[i]`` and
+    ``shards[i]`` in a thread of its own (as separate devices would be); ``drop_after`` maps a
+    worker to the round after which it goes silent. Each worker's end of the cycle, in order."""
+    drop_after = drop_after or {}
+
+    def work(i: int) -> dict:
+        with NodeClient(url, tokens[i]) as client:
+            X, y = shards[i]
+            return train_one_secure_cycle(
+                client, process_id, X, y, seed=seed + i, drop_after=drop_after.get(i)
+            )
+
+    with ThreadPoolExecutor(max_workers=len(shards)) as pool:
+        return list(pool.map(work, range(len(shards))))
 
 
 def _end(state: dict) -> dict:
