@@ -25,8 +25,8 @@ class Architecture:
     output_features: int
 
 
-def _digits_mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+def _digits_mlp(hidden: int = 32) -> nn.Module:
+    return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
 
 REGISTRY: dict[str, Architecture] = {
@@ -36,6 +36,13 @@ REGISTRY: dict[str, Architecture] = {
             "digits-mlp",
             "8×8 digits (64 pixels in [0, 1]) to 10 class scores; the network of module 02",
             _digits_mlp,
+            64,
+            10,
+        ),
+        Architecture(
+            "digits-mlp-wide",
+            "8×8 digits to 10 class scores through 128 hidden units (9,610 parameters)",
+            lambda: _digits_mlp(128),
             64,
             10,
         ),

@@ -159,7 +159,8 @@ def connect(url: str) -> Engine:
     options = (
         {"connect_args": {"connect_timeout": 5}} if parsed.drivername.startswith("postgres") else {}
     )
-    engine = create_engine(parsed, pool_pre_ping=True, **options)
+    # One connection for each thread of the server's threadpool (anyio's default: 40).
+    engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=30, **options)
     if parsed.drivername.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     try:

@@ -186,8 +186,9 @@ class SecureRounds:
         """Where the worker's cycle stands, and what the node relays to it for the next round
         (only ``want`` of roster, inbox and request, when given)."""
         assignment, cycle, _ = self.cycles.place(session, key, worker)
-        self.advance(session, cycle)
-        session.refresh(cycle)
+        if cycle.status == "open" and self._deadline(cycle) <= _now():
+            self.advance(session, cycle)  # a complete round ends on its last message
+            session.refresh(cycle)
         members = json.loads(cycle.members or "{}")
         out = {
             "cycle": cycle.number,

@@ -25,7 +25,7 @@ from om_teach.fl.strategy import flatten
 from om_teach.node.client import NodeClient
 from om_teach.node.secagg import b64, context
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = (0.02, 0.4)  # the first wait between two polls, and the longest
 
 
 def _train(client: NodeClient, place: dict, X: np.ndarray, y: np.ndarray, seed: int):
@@ -198,7 +198,7 @@ class _Rounds:
         """What the node relays in ``field`` once it is there. :class:`_Ended` when the cycle
         ends first, or the node left this worker out of a round (``excluded``); with None,
         always, at the cycle's end."""
-        deadline = time.monotonic() + self.timeout
+        deadline, pause = time.monotonic() + self.timeout, POLL_SECONDS[0]
         while time.monotonic() < deadline:
             state = self.client.secagg_state(self.key, field)
             if field is not None and field in state:
@@ -209,7 +209,8 @@ class _Rounds:
                 )
             if state["status"] != "open":
                 raise _Ended(_end(state))
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_SECONDS[1])
         raise SecAggError(f"the node relayed no {field or 'result'} within {self.timeout} s")
 
     def gone(self, after: str) -> dict:
