@@ -1,16 +1,20 @@
 """Flower's half of bench_flower.py, run by build/flower/bin/python (Flower cannot share the
-project's venv): FedAvg in Flower's Ray simulation on the workload that bench_flower.py saved,
-with the same model, initial weights, local SGD steps and data. Prints one JSON line."""
+project's venv): FedAvg on the workload that bench_flower.py saved, with the same model, initial
+weights, local SGD steps and data, either in Flower's Ray simulation (``simulation``) or served
+(``served``: ``flwr.server.start_server`` on 127.0.0.1 and one ``flwr.client.start_client`` per
+client, each a thread of this process on its own gRPC connection). Prints one JSON line."""
 
 import json
+import socket
 import sys
+import threading
 import time
 
 import flwr
 import numpy as np
 import torch
-from flwr.client import NumPyClient
-from flwr.server import ServerConfig
+from flwr.client import NumPyClient, start_client
+from flwr.server import ServerConfig, start_server
 from flwr.server.strategy import FedAvg
 from flwr.simulation import start_simulation
 from torch import nn
@@ -71,23 +75,55 @@ def main() -> None:
         min_available_clients=config["clients"],
         initial_parameters=ndarrays_to_parameters(initial),
     )
-    start = time.perf_counter()
-    history = start_simulation(
-        client_fn=client_fn,
-        num_clients=config["clients"],
-        config=ServerConfig(num_rounds=config["rounds"]),
-        strategy=strategy,
-        client_resources={"num_cpus": 1},
-        ray_init_args={"num_cpus": 2, "include_dashboard": False, "log_to_driver": False},
-    )
-    seconds = time.perf_counter() - start
-    del history
+    if sys.argv[2] == "served":
+        seconds = serve(shards, Client, config, strategy)
+    else:
+        start = time.perf_counter()
+        start_simulation(
+            client_fn=client_fn,
+            num_clients=config["clients"],
+            config=ServerConfig(num_rounds=config["rounds"]),
+            strategy=strategy,
+            client_resources={"num_cpus": 1},
+            ray_init_args={"num_cpus": 2, "include_dashboard": False, "log_to_driver": False},
+        )
+        seconds = time.perf_counter() - start
     model = network()
     set_weights(model, parameters_to_ndarrays(KeepFinal.final))
     with torch.no_grad():
         predicted = model(torch.as_tensor(workload["X_test"])).argmax(1).numpy()
     accuracy = float(np.mean(predicted == workload["y_test"]))
     print(json.dumps({"seconds": seconds, "accuracy": accuracy, "flwr": flwr.__version__}))
+
+
+def serve(shards, client_class, config, strategy) -> float:
+    """Flower's server on a free loopback port (in the main thread: it installs signal
+    handlers), and every client on its own connection, started once the server listens; the
+    seconds from the clients' start to the server's last round."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    started = []
+
+    def clients() -> None:
+        time.sleep(1.0)  # the gRPC server binds first
+        started.append(time.perf_counter())
+        for i in range(len(shards)):
+            threading.Thread(
+                target=start_client,
+                kwargs={
+                    "server_address": address,
+                    "client": client_class(i).to_client(),
+                    "insecure": True,
+                },
+                daemon=True,
+            ).start()
+
+    threading.Thread(target=clients, daemon=True).start()
+    start_server(
+        server_address=address, config=ServerConfig(num_rounds=config["rounds"]), strategy=strategy
+    )
+    return time.perf_counter() - started[0]
 
 
 if __name__ == "__main__":

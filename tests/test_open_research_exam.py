@@ -4,8 +4,17 @@ cases checked against the library they are built to outwit."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from om_teach.crypto.secagg import (
+    AdvertisedKeys,
+    EncryptedShares,
+    MaskedInput,
+    SecAggError,
+    Server,
+    UnmaskResponse,
+)
 from om_teach.grading.key import AnswerKey
 from om_teach.grading.sandbox import bubblewrap_version
 from om_teach.grading.spec import load_exam
@@ -13,11 +22,17 @@ from om_teach.grading.spec import load_exam
 from .conftest import ROOT, assert_scores, check_exam_skeleton, grade_samples
 
 EXAM = ROOT / "exams" / "open_research"
-ALL = {"q1_token_scopes": 2, "q2_retry_delays": 2, "q3_header_problems": 2, "q4_cycle_outcome": 2}
+ALL = {
+    "q1_token_scopes": 2,
+    "q2_retry_delays": 2,
+    "q3_header_problems": 2,
+    "q4_cycle_outcome": 2,
+    "q5_unmask_plan": 2,
+}
 EXPECTED = {
     "reference": dict(ALL),
     "blank": dict.fromkeys(ALL, 0),
-    "partial": {**ALL, "q2_retry_delays": 0},
+    "partial": {**ALL, "q2_retry_delays": 0, "q5_unmask_plan": 0},
     "library_calls": dict.fromkeys(ALL, 0),
 }
 
@@ -39,7 +54,8 @@ def graded(tmp_path_factory):
 @sandboxed
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_submission_scores_exactly_as_expected(graded, name):
-    """Reference 8, blank 0, partial 6 (retries refusals, never caps), library calls 0."""
+    """Reference 10, blank 0, partial 6 (retries refusals, never caps; counts the abort of a
+    client that refuses to unmask), library calls 0. Partial passes at exactly 60%."""
     assert_scores(graded[name], EXPECTED[name])
     assert graded[name].passed == (name in ("reference", "partial"))
 
@@ -50,8 +66,9 @@ def test_the_notebook_has_every_question_in_order_and_a_skeleton_for_each():
 
 def test_hidden_cases_defeat_the_library_shortcuts_on_substance():
     """For every seed tried: the library's unsalted digest matches no stored hash, its client's
-    uncapped schedule differs, safetensors cannot load a header without its data, and cycles
-    refuse reports."""
+    uncapped schedule differs, safetensors cannot load a header without its data, cycles
+    refuse reports, and secure aggregation's server aborts where the node refuses a message and
+    goes on."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -78,3 +95,34 @@ def test_hidden_cases_defeat_the_library_shortcuts_on_substance():
         ]
         assert any(o["refused"] for o in outcomes)
         assert {o["status"] for o in outcomes} >= {"open"}
+        # q5: where the node refuses a repeated or a stranger's unmask message and goes on, the
+        # library's server aborts; and the request it makes never lists a client on both sides,
+        # so only an earlier request makes a client refuse.
+        plans = [
+            (case, checks.reference_q5_unmask_plan(*case))
+            for case in key.cases("q5_unmask_plan", seed)
+        ]
+        noisy = [
+            case
+            for case, plan in plans
+            if plan["abort"] is None
+            and (len(set(case[4])) < len(case[4]) or not set(case[4]) <= set(case[3]))
+        ]
+        assert noisy
+        for t, u1, u2, u3, responses, _ in noisy:
+            with pytest.raises(SecAggError, match=r"more than once|outside U3"):
+                _library_secagg_server(t, u1, u2, u3).unmask(
+                    [UnmaskResponse(u, {}, {}) for u in responses]
+                )
+        requests = [plan["request"] for _, plan in plans if plan["request"]]
+        assert all(not set(r["survivors"]) & set(r["dropped"]) for r in requests)
+        assert any(plan["client_refuses"] for _, plan in plans)
+
+
+def _library_secagg_server(t, u1, u2, u3):
+    """secagg's server after three rounds of stand-in keys, shares and masked inputs."""
+    server = Server(threshold=t, vector_length=1)
+    server.advertise_keys([AdvertisedKeys(u, bytes([u]) * 32, bytes([u + 100]) * 32) for u in u1])
+    server.share_keys([[EncryptedShares(u, v, b"") for v in u1 if v != u] for u in u2])
+    server.masked_input([MaskedInput(u, np.zeros(1, dtype=np.uint32), 32) for u in u3])
+    return server

@@ -164,7 +164,7 @@ def cases_q4_cycle_outcome(rng: np.random.Generator) -> list[list]:
         for _ in range(int(rng.integers(6, 16))):
             time = round(float(rng.uniform(0, 13 if case % 2 else 9.5)), 2)
             kind = "request" if rng.random() < 0.45 else "report"
-            key = str(rng.choice(workers + ["stranger"]))
+            key = str(rng.choice([*workers, "stranger"]))
             events.append([time, kind, key])
         events.sort(key=lambda e: e[0])
         cases.append([events, min_reports, max_workers, deadline])
@@ -186,3 +186,158 @@ def reference_q4_cycle_outcome(events, min_reports, max_workers, deadline):
             if len(counted) >= max_workers:
                 status = "closed"
     return {"status": status, "counted": sorted(counted), "refused": refused}
+
+
+# q5 -----------------------------------------------------------------------------------------
+
+
+def _new_ids(rng: np.random.Generator, count: int, taken=()) -> list[int]:
+    """``count`` distinct client ids from 1 to 99 outside ``taken``, in a random order."""
+    pool = sorted(set(range(1, 100)) - set(taken))
+    return [int(i) for i in rng.choice(pool, size=count, replace=False)]
+
+
+def _some(rng: np.random.Generator, ids, count: int) -> list[int]:
+    """``count`` of ``ids``, in a random order."""
+    return [int(i) for i in rng.permutation(sorted(ids))[:count]]
+
+
+def _shuffled(rng: np.random.Generator, *groups) -> list[int]:
+    return [int(i) for i in rng.permutation([i for group in groups for i in group])]
+
+
+def _secagg_rounds(rng: np.random.Generator, n1: int, n2: int, n3: int):
+    """U1, U2 within U1 and U3 within U2, of the sizes given, each in a random order."""
+    u1 = _new_ids(rng, n1)
+    u2 = _some(rng, u1, n2)
+    return u1, u2, _some(rng, u2, n3)
+
+
+def cases_q5_unmask_plan(rng: np.random.Generator) -> list[list]:
+    """Rounds at and one below the threshold; unmask messages repeated, from strangers and from
+    clients that dropped; U2 or U3 holding a client that the round before lacks, before and after
+    a short round; earlier requests consistent with the new one, listing one of its survivors
+    as dropped or a dropped client as a survivor, or one client on both sides."""
+    cases = []
+
+    def threshold() -> int:
+        return int(rng.integers(2, 5))
+
+    # Exactly t clients of U3 answer, one of them twice: counted once, t is enough.
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t + 3, t + 2, t + int(rng.integers(0, 2)))
+    answers = _some(rng, u3, t)
+    cases.append([t, u1, u2, u3, _shuffled(rng, answers, answers[:1]), None])
+
+    # One below t, padded by a repeat, a dropped client come late and a stranger.
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t + 3, t + 2, t + 1)
+    answers = _some(rng, u3, t - 1)
+    late = [i for i in u2 if i not in u3][:1]
+    cases.append(
+        [t, u1, u2, u3, _shuffled(rng, answers, answers[:1], late, _new_ids(rng, 1, u1)), None]
+    )
+
+    # Enough clients, among messages from one that only advertised keys and one never seen; the
+    # earlier request is this one, sent again, so its client answers it.
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t + 4, t + 2, t + int(rng.integers(0, 3)))
+    answers = _some(rng, u3, t + int(rng.integers(0, len(u3) - t + 1)))
+    keys_only = [i for i in u1 if i not in u2][:1]
+    earlier = {"client": answers[0], "survivors": sorted(u3), "dropped": sorted(set(u2) - set(u3))}
+    cases.append([t, u1, u2, u3, _shuffled(rng, answers, keys_only, _new_ids(rng, 1, u1)), earlier])
+
+    # Malformed: U3 holds a client that sent no shares. No request is sent, so the client of a
+    # conflicting earlier request has nothing to refuse.
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t + 3, t + 1, t)
+    client, slow = u3[0], u3[1]
+    earlier = {"client": client, "survivors": sorted(set(u3) - {slow}), "dropped": [slow]}
+    u3 = _shuffled(rng, u3, [i for i in u1 if i not in u2][:1])
+    cases.append([t, u1, u2, u3, _shuffled(rng, u3), earlier])
+
+    # Too few at round 1, 2 or 3, the rounds before it at exactly t.
+    t = threshold()
+    short = int(rng.integers(1, 4))
+    u1, u2, u3 = _secagg_rounds(rng, *(t - 1 if r >= short else t for r in (1, 2, 3)))
+    cases.append([t, u1, u2, u3, _shuffled(rng, u3, u3[:1]), None])
+
+    # The rounds' order: U2 holding a stranger aborts before U3 is counted short; U1 counted
+    # short aborts before U3 is found holding a stranger.
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t + 2, t + 1, t - 1)
+    u2 = _shuffled(rng, u2, _new_ids(rng, 1, u1))
+    cases.append([t, u1, u2, u3, _shuffled(rng, u3), None])
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t - 1, t - 1, t - 1)
+    u3 = _shuffled(rng, u3, _new_ids(rng, 1, u1))
+    cases.append([t, u1, u2, u3, _shuffled(rng, u3), None])
+
+    # A slow client first declared dropped: the client that answered that request refuses this
+    # one, which lists the slow client as a survivor, and its abort does not count; t others do.
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t + 3, t + 3, t + 2)
+    client, slow = u3[0], u3[1]
+    earlier = {
+        "client": client,
+        "survivors": sorted(set(u3) - {slow}),
+        "dropped": sorted((set(u2) - set(u3)) | {slow}),
+    }
+    others = _some(rng, [i for i in u3 if i != client], t)
+    cases.append([t, u1, u2, u3, _shuffled(rng, others, [client]), earlier])
+
+    # The refusal leaves one too few: the earlier request listed a dropped client as a survivor,
+    # or one client on both sides.
+    t = threshold()
+    u1, u2, u3 = _secagg_rounds(rng, t + 2, t + 2, t + 1)
+    client = u3[0]
+    if rng.random() < 0.5:
+        earlier = {"client": client, "survivors": sorted(u2), "dropped": []}
+    else:
+        dropped = sorted((set(u2) - set(u3)) | {u3[1]})
+        earlier = {"client": client, "survivors": sorted(u3), "dropped": dropped}
+    others = _some(rng, [i for i in u3 if i != client], t - 1)
+    cases.append([t, u1, u2, u3, _shuffled(rng, others, [client], [client]), earlier])
+
+    # At random: rounds that shrink, noise among the messages, an earlier request or none.
+    for _ in range(2):
+        t = threshold()
+        n1 = int(rng.integers(t, t + 5))
+        n2 = int(rng.integers(t, n1 + 1))
+        n3 = int(rng.integers(t, n2 + 1))
+        u1, u2, u3 = _secagg_rounds(rng, n1, n2, n3)
+        answers = _some(rng, u3, int(rng.integers(t - 1, n3 + 1)))
+        outside = [i for i in u1 if i not in u3] + _new_ids(rng, 2, u1)
+        noise = _some(rng, outside, int(rng.integers(0, 3)))
+        responses = _shuffled(rng, answers, noise, answers[: int(rng.integers(0, 2))])
+        earlier = None
+        if rng.random() < 2 / 3:
+            survivors, dropped = set(u3), set(u2) - set(u3)
+            if rng.random() < 0.5:  # one client of U2 on the other side
+                moved = int(rng.choice(sorted(u2)))
+                survivors, dropped = survivors ^ {moved}, dropped ^ {moved}
+            client = int(rng.choice(sorted(u3)))
+            earlier = {"client": client, "survivors": sorted(survivors), "dropped": sorted(dropped)}
+        cases.append([t, u1, u2, u3, responses, earlier])
+    return cases
+
+
+def reference_q5_unmask_plan(t, u1, u2, u3, responses, earlier):
+    plan = {"abort": None, "request": None, "counted": [], "client_refuses": False}
+    for ids, before in ((u1, None), (u2, u1), (u3, u2)):
+        if before is not None and not set(ids) <= set(before):
+            return {**plan, "abort": "malformed"}
+        if len(ids) < t:
+            return {**plan, "abort": "too few"}
+    survivors, dropped = sorted(u3), sorted(set(u2) - set(u3))
+    plan["request"] = {"survivors": survivors, "dropped": dropped}
+    refuser = None
+    if earlier is not None:
+        b_shares = set(survivors) | set(earlier["survivors"])
+        sk_shares = set(dropped) | set(earlier["dropped"])
+        if b_shares & sk_shares:
+            plan["client_refuses"], refuser = True, earlier["client"]
+    plan["counted"] = sorted((set(responses) & set(u3)) - {refuser})
+    if len(plan["counted"]) < t:
+        plan["abort"] = "too few"
+    return plan
